@@ -1,0 +1,46 @@
+"""``billing-worker``: the operator CLI.
+
+Errors a user can cause print one line on stderr and exit with status 2; never a traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+from sqlalchemy.exc import OperationalError
+
+from worker.cli import core
+from worker.config import ConfigError
+from worker.errors import BillingError
+
+
+@click.group()
+def cli() -> None:
+    """Operate a billing-worker: wallets, ledger, webhooks inbox, usage, notifications."""
+
+
+for command in (core.db, core.customers, core.wallet, core.ledger_group, core.verify):
+    cli.add_command(command)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point."""
+    try:
+        code = cli.main(args=argv, prog_name="billing-worker", standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        code = exc.exit_code
+    except click.exceptions.Abort:
+        _fail("aborted")
+    except click.ClickException as exc:
+        _fail(exc.format_message())
+    except (BillingError, ConfigError) as exc:
+        _fail(str(exc))
+    except OperationalError as exc:
+        _fail(f"database unavailable: {str(exc.orig).strip().splitlines()[0]}", code=1)
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+def _fail(message: str, code: int = 2) -> None:
+    click.echo(f"billing-worker: {message}", err=True)
+    sys.exit(code)

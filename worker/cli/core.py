@@ -1,0 +1,162 @@
+"""Operator commands for the ledger: schema, customers, wallets, entries, verification."""
+
+from __future__ import annotations
+
+import click
+
+from worker import ledger, migrate
+from worker.cli.common import AMOUNT_COMMAND, emit, json_option, parse_amount, session
+from worker.schemas import (
+    CustomerOut,
+    LedgerEntryListOut,
+    LedgerEntryOut,
+    WalletListOut,
+    WalletOut,
+)
+
+
+@click.group()
+def db() -> None:
+    """Database schema."""
+
+
+@db.command("upgrade")
+@click.option("--revision", default="head", show_default=True)
+def db_upgrade(revision: str) -> None:
+    """Apply migrations up to REVISION."""
+    migrate.upgrade(revision=revision)
+    click.echo(f"database at {revision}")
+
+
+@db.command("downgrade")
+@click.option("--revision", default="base", show_default=True)
+def db_downgrade(revision: str) -> None:
+    """Revert migrations down to REVISION."""
+    migrate.downgrade(revision=revision)
+    click.echo(f"database at {revision}")
+
+
+@click.group()
+def customers() -> None:
+    """Customers (each gets one wallet per configured currency)."""
+
+
+@customers.command("create")
+@click.option("--email", required=True)
+@click.option("--name", required=True)
+@click.option("--phone-number")
+@json_option
+def customers_create(email: str, name: str, phone_number: str | None, as_json: bool) -> None:
+    """Create a customer, or show the existing one with that email."""
+    with session() as s:
+        customer, created = ledger.create_customer(
+            s, email=email, name=name, phone_number=phone_number
+        )
+        out = CustomerOut.of(customer)
+    verb = "created" if created else "exists"
+    emit(out, as_json, lambda: f"{verb} {out.customer_id} <{out.email}> {out.name}")
+
+
+@click.group()
+def wallet() -> None:
+    """Wallet balances and manual adjustments."""
+
+
+def _wallet_text(out: WalletListOut) -> str:
+    lines = [
+        f"{w.currency} {w.balance:>15}  pending_usage {w.pending_usage}" for w in out.items
+    ]
+    return "\n".join([*lines, f"total_balance_usd {out.total_balance_usd}"])
+
+
+@wallet.command("show")
+@click.argument("customer_id")
+@json_option
+def wallet_show(customer_id: str, as_json: bool) -> None:
+    """Balances of every wallet of CUSTOMER_ID (minor units)."""
+    with session() as s:
+        wallets = ledger.get_wallets(s, customer_id)
+        out = WalletListOut(
+            items=[WalletOut.of(w) for w in wallets],
+            total_balance_usd=ledger.total_balance_usd(s, wallets),
+        )
+    emit(out, as_json, lambda: _wallet_text(out))
+
+
+def _adjust(is_credit: bool):  # type: ignore[no-untyped-def]
+    @click.argument("customer_id")
+    @click.argument("amount")
+    @click.option("--currency", required=True, help="e.g. USD")
+    @click.option("--reason")
+    @click.option("--idempotency-key")
+    @json_option
+    def command(
+        customer_id: str, amount: str, currency: str, reason: str | None,
+        idempotency_key: str | None, as_json: bool,
+    ) -> None:
+        with session() as s:
+            posted = ledger.post_entry(
+                s, customer_id=customer_id, currency=currency, amount=parse_amount(amount),
+                is_credit=is_credit, reason=reason, idempotency_key=idempotency_key,
+            )
+            out = WalletOut.of(posted.wallet)
+            entry_id = posted.entry.id
+        emit(out, as_json, lambda: f"{entry_id}: {out.currency} balance {out.balance}")
+
+    return command
+
+
+wallet.command("credit", context_settings=AMOUNT_COMMAND,
+               help="Add AMOUNT minor units to CUSTOMER_ID's wallet.")(_adjust(True))
+wallet.command("debit", context_settings=AMOUNT_COMMAND,
+               help="Take AMOUNT minor units from CUSTOMER_ID's wallet.")(_adjust(False))
+
+
+@click.group("ledger")
+def ledger_group() -> None:
+    """Ledger entries."""
+
+
+@ledger_group.command("list")
+@click.argument("customer_id")
+@click.option("--currency")
+@click.option("--page-number", type=int, default=0, show_default=True)
+@click.option("--page-size", type=int, default=10, show_default=True)
+@json_option
+def ledger_list(
+    customer_id: str, currency: str | None, page_number: int, page_size: int, as_json: bool
+) -> None:
+    """CUSTOMER_ID's entries, newest first."""
+    with session() as s:
+        entries = ledger.list_entries(
+            s, customer_id, currency=currency, page_number=page_number, page_size=page_size
+        )
+        out = LedgerEntryListOut(items=[LedgerEntryOut.of(e) for e in entries])
+
+    def text() -> str:
+        return "\n".join(
+            f"{e.created_at:%Y-%m-%d %H:%M:%S} {e.id} {'+' if e.is_credit else '-'}{e.amount} "
+            f"{e.currency} -> {e.after_balance} {e.event_type} {e.reason or ''}".rstrip()
+            for e in out.items
+        ) or "no entries"
+
+    emit(out, as_json, text)
+
+
+@click.command()
+@json_option
+def verify(as_json: bool) -> None:
+    """Check every wallet against its ledger; exit 1 on any drift."""
+    with session() as s:
+        report = ledger.verify(s)
+    data = {
+        "ok": report.ok, "wallets": report.wallets, "entries": report.entries,
+        "problems": report.problems,
+    }
+    emit(data, as_json, lambda: "\n".join(
+        [*report.problems,
+         f"{'OK' if report.ok else 'DRIFT'}: {report.wallets} wallets, {report.entries} entries, "
+         f"{len(report.problems)} problem(s)"]
+    ))
+    if not report.ok:
+        raise SystemExit(1)

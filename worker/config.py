@@ -1,0 +1,137 @@
+"""Settings, read once from the environment.
+
+Every variable is documented in the README's Configuration section; keep the two in step.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from decimal import Decimal, InvalidOperation
+from functools import lru_cache
+
+from worker.money import is_known_currency
+
+DEFAULT_DATABASE_URL = "sqlite:///billing.db"
+# Rates used for total_balance_usd when FX_RATES_TO_USD does not name a currency.
+DEFAULT_FX_RATES_TO_USD = {"USD": Decimal(1), "INR": Decimal("0.012")}
+
+
+class ConfigError(ValueError):
+    """A setting is malformed; the message names the variable."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str = DEFAULT_DATABASE_URL
+    wallet_currencies: tuple[str, ...] = ("USD", "INR")
+    business_id: str = "bus_local"
+    fx_rates_to_usd: Mapping[str, Decimal] = field(
+        default_factory=lambda: dict(DEFAULT_FX_RATES_TO_USD)
+    )
+    api_key: str | None = None
+    broker_url: str | None = None
+    # Payment webhooks (issue: payment webhooks). A provider whose secret is unset is disabled.
+    dodo_webhook_secret: str | None = None
+    stripe_webhook_secret: str | None = None
+    topup_products: str = ""
+    inbox_sweep_seconds: int = 60
+    # Usage pricing file (TOML); unset means no event is priced.
+    pricing_file: str | None = None
+    # Low-balance notifications.
+    low_balance_thresholds: str = ""
+    low_balance_scan_seconds: int = 300
+    notify_webhook_url: str | None = None
+    notify_webhook_secret: str | None = None
+    notify_retry_schedule: str = "5,300,1800,7200,18000,36000,36000"
+    smtp_url: str | None = None
+    notify_email_to: str | None = None
+    # Refund-to-wallet cap per refund, minor units; None means no cap.
+    wallet_refund_max: int | None = None
+
+    def with_overrides(self, **changes: object) -> Settings:
+        return replace(self, **changes)
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+        return cls(
+            database_url=_database_url(env.get("DATABASE_URL")),
+            wallet_currencies=_currencies(env.get("WALLET_CURRENCIES", "USD,INR")),
+            business_id=env.get("BUSINESS_ID") or "bus_local",
+            fx_rates_to_usd=_fx_rates(env.get("FX_RATES_TO_USD", "")),
+            api_key=env.get("BILLING_API_KEY") or None,
+            broker_url=env.get("CELERY_BROKER_URL") or None,
+            dodo_webhook_secret=env.get("DODO_WEBHOOK_SECRET") or None,
+            stripe_webhook_secret=env.get("STRIPE_WEBHOOK_SECRET") or None,
+            topup_products=env.get("TOPUP_PRODUCTS", ""),
+            inbox_sweep_seconds=_positive_int(env, "INBOX_SWEEP_SECONDS", 60),
+            pricing_file=env.get("PRICING_FILE") or None,
+            low_balance_thresholds=env.get("LOW_BALANCE_THRESHOLDS", ""),
+            low_balance_scan_seconds=_positive_int(env, "LOW_BALANCE_SCAN_SECONDS", 300),
+            notify_webhook_url=env.get("NOTIFY_WEBHOOK_URL") or None,
+            notify_webhook_secret=env.get("NOTIFY_WEBHOOK_SECRET") or None,
+            notify_retry_schedule=env.get(
+                "NOTIFY_RETRY_SCHEDULE", "5,300,1800,7200,18000,36000,36000"
+            ),
+            smtp_url=env.get("SMTP_URL") or None,
+            notify_email_to=env.get("NOTIFY_EMAIL_TO") or None,
+            wallet_refund_max=(
+                _positive_int(env, "WALLET_REFUND_MAX", 0) if env.get("WALLET_REFUND_MAX") else None
+            ),
+        )
+
+
+def _database_url(value: str | None) -> str:
+    if not value:
+        return DEFAULT_DATABASE_URL
+    # Heroku-style URLs name no driver; we always speak psycopg 3.
+    for prefix in ("postgres://", "postgresql://"):
+        if value.startswith(prefix):
+            return "postgresql+psycopg://" + value[len(prefix) :]
+    return value
+
+
+def _positive_int(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    if not raw.strip().isdigit() or int(raw) <= 0:
+        raise ConfigError(f"{name}: expected a positive integer, got {raw!r}")
+    return int(raw)
+
+
+def _currencies(value: str) -> tuple[str, ...]:
+    codes = tuple(dict.fromkeys(c.strip().upper() for c in value.split(",") if c.strip()))
+    if not codes:
+        raise ConfigError("WALLET_CURRENCIES: at least one currency is required")
+    unknown = [c for c in codes if not is_known_currency(c)]
+    if unknown:
+        raise ConfigError(f"WALLET_CURRENCIES: unknown ISO 4217 code(s) {', '.join(unknown)}")
+    return codes
+
+
+def _fx_rates(value: str) -> dict[str, Decimal]:
+    rates = dict(DEFAULT_FX_RATES_TO_USD)
+    for pair in filter(None, (p.strip() for p in value.split(","))):
+        code, sep, rate = pair.partition("=")
+        try:
+            parsed = Decimal(rate.strip())
+        except InvalidOperation:
+            parsed = Decimal(-1)
+        if not sep or not is_known_currency(code.strip().upper()) or not parsed.is_finite() \
+                or parsed < 0:
+            raise ConfigError(f"FX_RATES_TO_USD: cannot parse {pair!r} (expected CODE=RATE)")
+        rates[code.strip().upper()] = parsed
+    return rates
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, built from the environment on first use."""
+    return Settings.from_env()

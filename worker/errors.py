@@ -1,0 +1,99 @@
+"""Typed errors raised by the core. ``webhooks/`` maps them to HTTP statuses; the CLI to exit 2.
+
+Each carries what a caller needs to explain itself (``code``, a message, structured ``details``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class BillingError(Exception):
+    code = "BILLING_ERROR"
+
+    def __init__(self, message: str, **details: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details
+
+
+class ValidationFailed(BillingError):
+    """Input rejected before anything was written; ``field`` names the culprit."""
+
+    code = "VALIDATION_ERROR"
+
+    def __init__(self, field: str, message: str, **details: Any) -> None:
+        super().__init__(f"{field}: {message}", field=field, **details)
+        self.field = field
+
+
+class InvalidAmount(ValidationFailed):
+    code = "INVALID_AMOUNT"
+
+    def __init__(self, message: str, field: str = "amount") -> None:
+        super().__init__(field, message)
+
+
+class UnsupportedCurrency(ValidationFailed):
+    code = "UNSUPPORTED_CURRENCY"
+
+    def __init__(self, currency: object, supported: tuple[str, ...], field: str = "currency"):
+        super().__init__(
+            field,
+            f"unsupported currency {currency!r}; supported: {', '.join(supported)}",
+            supported=list(supported),
+        )
+
+
+class NotFound(BillingError):
+    code = "NOT_FOUND"
+
+
+class CustomerNotFound(NotFound):
+    code = "CUSTOMER_NOT_FOUND"
+
+    def __init__(self, customer_id: str) -> None:
+        super().__init__(f"Customer {customer_id} not found", customer_id=customer_id)
+        self.customer_id = customer_id
+
+
+class InsufficientBalance(BillingError):
+    code = "INSUFFICIENT_BALANCE"
+
+    def __init__(self, *, balance: int, requested: int, currency: str) -> None:
+        super().__init__(
+            f"Insufficient balance: the {currency} wallet holds {balance}, "
+            f"a debit of {requested} is refused",
+            balance=balance, requested_amount=requested, currency=currency,
+        )
+        self.balance = balance
+        self.requested = requested
+        self.currency = currency
+
+
+class DuplicateEntry(BillingError):
+    """The idempotency key was already used with the same parameters: nothing new happened."""
+
+    code = "DUPLICATE_IDEMPOTENCY_KEY"
+
+    def __init__(self, entry: Any) -> None:
+        super().__init__(
+            f"Idempotency key {entry.idempotency_key!r} was already used; "
+            f"the original entry {entry.id} stands",
+            entry_id=entry.id,
+        )
+        self.entry = entry
+
+
+class IdempotencyKeyReused(BillingError):
+    """Same idempotency key, different parameters: refused, naming what differs."""
+
+    code = "IDEMPOTENCY_KEY_REUSED"
+
+    def __init__(self, key: str, fields: list[str], original: Any) -> None:
+        super().__init__(
+            f"Idempotency key {key!r} was already used with different {', '.join(fields)}",
+            idempotency_key=key, differing_fields=fields,
+        )
+        self.fields = fields
+        self.original = original

@@ -1,0 +1,448 @@
+"""The wallet ledger: customers, wallets and append-only credit/debit entries.
+
+Plain functions over a SQLAlchemy ``Session``. They never commit: the caller owns the
+transaction (``with transaction() as session:``), so a ledger change and whatever caused it
+(an inbox row, a usage batch, an outbox message) commit or roll back together.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import func, select, text, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from worker.db import settings_of
+from worker.errors import (
+    CustomerNotFound,
+    DuplicateEntry,
+    IdempotencyKeyReused,
+    InsufficientBalance,
+    InvalidAmount,
+    UnsupportedCurrency,
+    ValidationFailed,
+)
+from worker.models import LEDGER_EVENT_TYPES, Customer, LedgerEntry, Wallet, new_id, utcnow
+from worker.money import MAX_AMOUNT, floor_cents, to_usd_cents
+from worker.sql import insert_ignore
+
+MAX_PAGE_SIZE = 100
+
+
+@dataclass(frozen=True)
+class Posted:
+    """The result of a posted entry: the wallet after it, and the entry itself."""
+
+    wallet: Wallet
+    entry: LedgerEntry
+
+
+# -- validation ----------------------------------------------------------------------------
+
+def validate_amount(value: Any, field: str = "amount") -> int:
+    """A positive integer number of minor units, at most 2**53 - 1; never a float or bool."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidAmount(
+            f"must be an integer number of minor units, got {type(value).__name__}", field
+        )
+    if value <= 0:
+        raise InvalidAmount("must be greater than 0", field)
+    if value > MAX_AMOUNT:
+        raise InvalidAmount(f"must be at most {MAX_AMOUNT}", field)
+    return value
+
+
+def validate_currency(session: Session, value: Any, field: str = "currency") -> str:
+    supported = settings_of(session).wallet_currencies
+    if not isinstance(value, str) or value.upper() not in supported:
+        raise UnsupportedCurrency(value, supported, field)
+    return value.upper()
+
+
+def validate_page(page_number: Any, page_size: Any) -> tuple[int, int]:
+    for field, value, low, high in (
+        ("page_number", page_number, 0, None),
+        ("page_size", page_size, 1, MAX_PAGE_SIZE),
+    ):
+        if isinstance(value, bool) or not isinstance(value, int) or value < low or (
+            high is not None and value > high
+        ):
+            bound = f"between {low} and {high}" if high else f"at least {low}"
+            raise ValidationFailed(field, f"must be an integer {bound}")
+    return page_number, page_size
+
+
+# -- customers -----------------------------------------------------------------------------
+
+def create_customer(
+    session: Session,
+    *,
+    email: str,
+    name: str,
+    phone_number: str | None = None,
+    metadata: dict[str, Any] | None = None,
+    customer_id: str | None = None,
+) -> tuple[Customer, bool]:
+    """Create a customer and one zero-balance wallet per configured currency.
+
+    Returns ``(customer, created)``. An email already on file (case-insensitively) returns the
+    existing customer with ``created=False``: one customer per email, even under a race.
+    """
+    email = email.strip()
+    normalized = email.lower()
+    existing = session.scalar(select(Customer).where(Customer.email_normalized == normalized))
+    if existing is not None:
+        return existing, False
+    customer = Customer(
+        customer_id=customer_id or new_id("cus"),
+        business_id=settings_of(session).business_id,
+        email=email,
+        email_normalized=normalized,
+        name=name,
+        phone_number=phone_number,
+        metadata_=metadata or {},
+        created_at=utcnow(),
+    )
+    try:
+        # A concurrent create with the same email loses on the unique index; the savepoint
+        # keeps the caller's transaction usable so we can return the winner instead.
+        with session.begin_nested():
+            session.add(customer)
+            session.flush()
+    except IntegrityError:
+        winner = session.scalar(select(Customer).where(Customer.email_normalized == normalized))
+        if winner is None:
+            raise
+        return winner, False
+    ensure_wallets(session, customer.customer_id)
+    return customer, True
+
+
+def get_customer(session: Session, customer_id: str) -> Customer:
+    customer = session.get(Customer, customer_id)
+    if customer is None:
+        raise CustomerNotFound(customer_id)
+    return customer
+
+
+def find_customer_by_email(session: Session, email: str) -> Customer | None:
+    return session.scalar(
+        select(Customer).where(Customer.email_normalized == email.strip().lower())
+    )
+
+
+def list_customers(
+    session: Session, *, email: str | None = None, page_number: int = 0, page_size: int = 10
+) -> list[Customer]:
+    page_number, page_size = validate_page(page_number, page_size)
+    query = select(Customer).order_by(Customer.created_at.desc(), Customer.customer_id)
+    if email:
+        query = query.where(Customer.email_normalized == email.strip().lower())
+    return list(session.scalars(query.offset(page_number * page_size).limit(page_size)))
+
+
+_UPDATABLE = {"name", "phone_number", "metadata", "low_balance_thresholds"}
+
+
+def update_customer(session: Session, customer_id: str, **changes: Any) -> Customer:
+    """Change a customer's name, phone number, metadata or threshold overrides."""
+    unknown = set(changes) - _UPDATABLE
+    if unknown:
+        raise ValidationFailed(sorted(unknown)[0], "cannot be changed")
+    customer = get_customer(session, customer_id)
+    for key, value in changes.items():
+        setattr(customer, "metadata_" if key == "metadata" else key, value)
+    session.flush()
+    return customer
+
+
+# -- wallets -------------------------------------------------------------------------------
+
+def ensure_wallets(session: Session, customer_id: str) -> None:
+    """Create any missing wallet for the configured currencies (balance 0)."""
+    now = utcnow()
+    rows = [
+        {"customer_id": customer_id, "currency": currency, "balance": 0,
+         "created_at": now, "updated_at": now}
+        for currency in settings_of(session).wallet_currencies
+    ]
+    session.execute(insert_ignore(session, Wallet.__table__, ["customer_id", "currency"]), rows)
+
+
+def get_wallets(session: Session, customer_id: str) -> list[Wallet]:
+    """The customer's wallets, one per configured currency, in configuration order."""
+    currencies = settings_of(session).wallet_currencies
+    wallets = _wallets_of(session, customer_id)
+    if {w.currency for w in wallets} < set(currencies):
+        get_customer(session, customer_id)
+        ensure_wallets(session, customer_id)
+        wallets = _wallets_of(session, customer_id)
+    elif not wallets:
+        raise CustomerNotFound(customer_id)
+    order = {c: i for i, c in enumerate(currencies)}
+    return sorted(
+        (w for w in wallets if w.currency in order), key=lambda w: order[w.currency]
+    )
+
+
+def _wallets_of(session: Session, customer_id: str) -> list[Wallet]:
+    return list(session.scalars(select(Wallet).where(Wallet.customer_id == customer_id)))
+
+
+def get_wallet(session: Session, customer_id: str, currency: str) -> Wallet:
+    currency = validate_currency(session, currency)
+    for wallet in get_wallets(session, customer_id):
+        if wallet.currency == currency:
+            return wallet
+    raise CustomerNotFound(customer_id)  # unreachable: get_wallets covers every currency
+
+
+def total_balance_usd(session: Session, wallets: list[Wallet]) -> int:
+    """Sum of the wallets in USD cents at the configured rates, rounded down once."""
+    rates = settings_of(session).fx_rates_to_usd
+    total = sum(
+        (to_usd_cents(w.balance, w.currency, rates[w.currency])
+         for w in wallets if w.currency in rates),
+        start=to_usd_cents(0, "USD", rates["USD"]),
+    )
+    return floor_cents(total)
+
+
+# -- entries -------------------------------------------------------------------------------
+
+def fingerprint(
+    *, currency: str, amount: int, is_credit: bool, event_type: str,
+    reason: str | None, reference_object_id: str | None,
+) -> str:
+    """What a retry must repeat exactly for its idempotency key to mean "the same request"."""
+    canonical = json.dumps(
+        [currency, amount, is_credit, event_type, reason, reference_object_id],
+        separators=(",", ":"),
+    )
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def post_entry(
+    session: Session,
+    *,
+    customer_id: str,
+    currency: str,
+    amount: int,
+    is_credit: bool,
+    event_type: str = "merchant_adjustment",
+    reason: str | None = None,
+    idempotency_key: str | None = None,
+    reference_object_id: str | None = None,
+) -> Posted:
+    """Apply one credit or debit and record it. Never commits.
+
+    Raises ``InsufficientBalance`` (nothing written, the key stays unused),
+    ``DuplicateEntry`` (same key, same parameters: the original stands) or
+    ``IdempotencyKeyReused`` (same key, different parameters).
+    """
+    amount = validate_amount(amount)
+    currency = validate_currency(session, currency)
+    if event_type not in LEDGER_EVENT_TYPES:
+        raise ValidationFailed("event_type", f"must be one of {', '.join(LEDGER_EVENT_TYPES)}")
+    if idempotency_key is not None and not idempotency_key:
+        raise ValidationFailed("idempotency_key", "must not be empty")
+    params = {
+        "currency": currency, "amount": amount, "is_credit": is_credit,
+        "event_type": event_type, "reason": reason, "reference_object_id": reference_object_id,
+    }
+    if idempotency_key is not None:
+        _raise_if_key_used(session, customer_id, idempotency_key, params)
+        try:
+            # A concurrent request with the same key may commit between our check and our
+            # insert; the unique index then rejects ours, and the savepoint lets us answer
+            # with the winner instead of aborting the caller's transaction.
+            with session.begin_nested():
+                return _apply(session, customer_id, idempotency_key, params)
+        except IntegrityError:
+            _raise_if_key_used(session, customer_id, idempotency_key, params)
+            raise
+    return _apply(session, customer_id, None, params)
+
+
+def _apply(
+    session: Session, customer_id: str, idempotency_key: str | None, params: dict[str, Any]
+) -> Posted:
+    delta = params["amount"] if params["is_credit"] else -params["amount"]
+    wallet = _move_balance(session, customer_id, params["currency"], delta)
+    if wallet is None:
+        current = _wallet_or_create(session, customer_id, params["currency"])
+        if delta < 0:
+            if current.balance + delta < 0:
+                raise InsufficientBalance(
+                    balance=current.balance, requested=params["amount"],
+                    currency=params["currency"],
+                )
+        elif current.balance + delta > MAX_AMOUNT:
+            raise InvalidAmount(
+                f"would take the {params['currency']} balance above {MAX_AMOUNT}"
+            )
+        wallet = _move_balance(session, customer_id, params["currency"], delta)
+        if wallet is None:  # the wallet changed under us; report against its new balance
+            current = session.get(Wallet, (customer_id, params["currency"]), populate_existing=True)
+            raise InsufficientBalance(
+                balance=current.balance if current else 0, requested=params["amount"],
+                currency=params["currency"],
+            )
+    entry = LedgerEntry(
+        id=new_id("wle"),
+        business_id=settings_of(session).business_id,
+        customer_id=customer_id,
+        before_balance=wallet.balance - delta,
+        after_balance=wallet.balance,
+        idempotency_key=idempotency_key,
+        fingerprint=fingerprint(**params),
+        created_at=wallet.updated_at,
+        **params,
+    )
+    session.add(entry)
+    session.flush()
+    return Posted(wallet=wallet, entry=entry)
+
+
+def _move_balance(session: Session, customer_id: str, currency: str, delta: int) -> Wallet | None:
+    # A conditional UPDATE ... RETURNING rather than SELECT ... FOR UPDATE: one round trip, and
+    # the row lock it takes is held to commit. Under READ COMMITTED a concurrent writer waits on
+    # that lock and then re-evaluates the WHERE against the committed balance, so two debits can
+    # never both pass on the same funds. The CHECK constraints stand behind it.
+    new_balance = Wallet.balance + delta
+    return session.scalar(
+        update(Wallet)
+        .where(
+            Wallet.customer_id == customer_id,
+            Wallet.currency == currency,
+            new_balance >= 0,
+            new_balance <= MAX_AMOUNT,
+        )
+        .values(balance=new_balance, updated_at=utcnow())
+        .returning(Wallet),
+        execution_options={"synchronize_session": False, "populate_existing": True},
+    )
+
+
+def _wallet_or_create(session: Session, customer_id: str, currency: str) -> Wallet:
+    wallet = session.get(Wallet, (customer_id, currency), populate_existing=True)
+    if wallet is None:
+        get_customer(session, customer_id)
+        ensure_wallets(session, customer_id)  # a currency configured after the customer
+        wallet = session.get(Wallet, (customer_id, currency), populate_existing=True)
+    return wallet
+
+
+def _raise_if_key_used(
+    session: Session, customer_id: str, key: str, params: dict[str, Any]
+) -> None:
+    original = session.scalar(
+        select(LedgerEntry).where(
+            LedgerEntry.customer_id == customer_id, LedgerEntry.idempotency_key == key
+        )
+    )
+    if original is None:
+        return
+    if original.fingerprint == fingerprint(**params):
+        raise DuplicateEntry(original)
+    differing = [
+        "entry_type" if name == "is_credit" else name
+        for name, value in params.items()
+        if getattr(original, name) != value
+    ]
+    raise IdempotencyKeyReused(key, differing or ["parameters"], original)
+
+
+def find_entry(session: Session, customer_id: str, idempotency_key: str) -> LedgerEntry | None:
+    return session.scalar(
+        select(LedgerEntry).where(
+            LedgerEntry.customer_id == customer_id,
+            LedgerEntry.idempotency_key == idempotency_key,
+        )
+    )
+
+
+def list_entries(
+    session: Session,
+    customer_id: str,
+    *,
+    currency: str | None = None,
+    page_number: int = 0,
+    page_size: int = 10,
+) -> list[LedgerEntry]:
+    """A customer's entries, newest first."""
+    page_number, page_size = validate_page(page_number, page_size)
+    get_customer(session, customer_id)
+    query = select(LedgerEntry).where(LedgerEntry.customer_id == customer_id)
+    if currency is not None:
+        query = query.where(LedgerEntry.currency == validate_currency(session, currency))
+    query = query.order_by(LedgerEntry.seq.desc())
+    return list(session.scalars(query.offset(page_number * page_size).limit(page_size)))
+
+
+# -- verification --------------------------------------------------------------------------
+
+@dataclass
+class VerifyReport:
+    wallets: int
+    entries: int
+    problems: list[str]
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+_DRIFT_SQL = text("""
+    SELECT w.customer_id, w.currency, w.balance, COALESCE(s.net, 0) AS net
+    FROM wallets w
+    LEFT JOIN (
+        SELECT customer_id, currency,
+               SUM(CASE WHEN is_credit THEN amount ELSE -amount END) AS net
+        FROM ledger_entries GROUP BY customer_id, currency
+    ) s ON s.customer_id = w.customer_id AND s.currency = w.currency
+    WHERE w.balance <> COALESCE(s.net, 0)
+    LIMIT :limit
+""")
+
+# Each entry must start where the previous one on the same wallet ended (the first from 0).
+_CHAIN_SQL = text("""
+    SELECT id, customer_id, currency, before_balance, previous FROM (
+        SELECT id, customer_id, currency, before_balance,
+               LAG(after_balance, 1, 0) OVER (
+                   PARTITION BY customer_id, currency ORDER BY seq
+               ) AS previous
+        FROM ledger_entries
+    ) chained
+    WHERE before_balance <> previous
+    LIMIT :limit
+""")
+
+
+def verify(session: Session, limit: int = 100) -> VerifyReport:
+    """Check every wallet against its ledger: sums, the before/after chain, no negatives."""
+    problems: list[str] = []
+    wallets = session.scalar(select(func.count()).select_from(Wallet)) or 0
+    entries = session.scalar(select(func.count()).select_from(LedgerEntry)) or 0
+    drift = session.execute(_DRIFT_SQL, {"limit": limit})
+    problems += [
+        f"wallet {r.customer_id}/{r.currency}: balance {r.balance} but ledger sums to {r.net}"
+        for r in drift
+    ]
+    broken = session.execute(_CHAIN_SQL, {"limit": limit})
+    problems += [
+        f"entry {r.id} ({r.customer_id}/{r.currency}): before_balance {r.before_balance} "
+        f"but the previous entry left {r.previous}"
+        for r in broken
+    ]
+    negative = session.execute(
+        select(Wallet.customer_id, Wallet.currency, Wallet.balance).where(Wallet.balance < 0)
+    )
+    problems += [
+        f"wallet {r.customer_id}/{r.currency}: negative balance {r.balance}" for r in negative
+    ]
+    return VerifyReport(wallets=wallets, entries=entries, problems=problems)

@@ -1,0 +1,323 @@
+"""The schema. Invariants live here as constraints; code checks first only for good errors.
+
+The Alembic migrations under ``worker/migrations`` create exactly these tables; a test
+compares the two.
+"""
+
+from __future__ import annotations
+
+import secrets
+import string
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    DateTime,
+    ForeignKey,
+    ForeignKeyConstraint,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
+
+# SQLite only auto-increments a column declared exactly INTEGER PRIMARY KEY.
+BigIntPK = BigInteger().with_variant(Integer(), "sqlite")
+
+LEDGER_EVENT_TYPES = (
+    # The first seven are Dodo Payments' names, kept exactly.
+    "payment",
+    "payment_reversal",
+    "refund",
+    "refund_reversal",
+    "dispute",
+    "dispute_reversal",
+    "merchant_adjustment",
+    "usage",
+    "expiration",
+)
+
+_ALPHABET = string.ascii_letters + string.digits
+
+
+def new_id(prefix: str, length: int = 21) -> str:
+    """``prefix_`` + a random base62 string (URL-safe, ~125 bits for the default length)."""
+    return f"{prefix}_" + "".join(secrets.choice(_ALPHABET) for _ in range(length))
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC datetimes on every backend (SQLite stores them naive)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime; use UTC-aware datetimes")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            value = value.replace(tzinfo=UTC)
+        return value
+
+
+naming = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "ck": "ck_%(table_name)s_%(constraint_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+
+class Base(DeclarativeBase):
+    metadata = naming
+    type_annotation_map = {datetime: UTCDateTime, dict[str, Any]: JSON, int: BigInteger}
+
+
+class Customer(Base):
+    __tablename__ = "customers"
+
+    customer_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    business_id: Mapped[str] = mapped_column(String(64))
+    email: Mapped[str] = mapped_column(String(320))
+    # Lower-cased email: uniqueness is case-insensitive on every backend.
+    email_normalized: Mapped[str] = mapped_column(String(320), unique=True)
+    name: Mapped[str] = mapped_column(String(500))
+    phone_number: Mapped[str | None] = mapped_column(String(64))
+    metadata_: Mapped[dict[str, Any]] = mapped_column("metadata", JSON, default=dict)
+    # Per-customer low-balance threshold overrides, {"USD": 500}.
+    low_balance_thresholds: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Wallet(Base):
+    __tablename__ = "wallets"
+    __table_args__ = (
+        CheckConstraint("balance >= 0", name="balance_non_negative"),
+        # Balances stay exact in JSON clients that read numbers as doubles (2**53 - 1).
+        CheckConstraint("balance <= 9007199254740991", name="balance_json_safe"),
+        CheckConstraint(
+            "pending_usage_scaled >= 0", name="pending_usage_non_negative"
+        ),
+        CheckConstraint("low_state IN ('unarmed', 'normal', 'low')", name="low_state_valid"),
+        # The low-balance scan walks only wallets whose balance is under some threshold.
+        Index("ix_wallets_currency_balance", "currency", "balance"),
+    )
+
+    customer_id: Mapped[str] = mapped_column(
+        ForeignKey("customers.customer_id", ondelete="RESTRICT"), primary_key=True
+    )
+    currency: Mapped[str] = mapped_column(String(3), primary_key=True)
+    balance: Mapped[int] = mapped_column(BigInteger, default=0)
+    # Accrued usage cost not yet debited, in units of 10**-12 minor units (always < 10**12).
+    pending_usage_scaled: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    # Low-balance edge detection: unarmed until the balance first reaches the threshold.
+    low_state: Mapped[str] = mapped_column(String(10), default="unarmed", server_default="unarmed")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class LedgerEntry(Base):
+    __tablename__ = "ledger_entries"
+    __table_args__ = (
+        CheckConstraint("amount > 0", name="amount_positive"),
+        CheckConstraint("after_balance >= 0", name="after_balance_non_negative"),
+        CheckConstraint(
+            "(is_credit AND after_balance = before_balance + amount)"
+            " OR (NOT is_credit AND after_balance = before_balance - amount)",
+            name="balance_chain",
+        ),
+        CheckConstraint(
+            "event_type IN (" + ", ".join(f"'{t}'" for t in LEDGER_EVENT_TYPES) + ")",
+            name="event_type_valid",
+        ),
+        UniqueConstraint("customer_id", "idempotency_key"),
+        ForeignKeyConstraint(
+            ["customer_id", "currency"], ["wallets.customer_id", "wallets.currency"],
+            name="fk_ledger_entries_wallet",
+        ),
+        Index("ix_ledger_entries_wallet_seq", "customer_id", "currency", "seq"),
+        Index("ix_ledger_entries_customer_seq", "customer_id", "seq"),
+        Index("ix_ledger_entries_reference", "reference_object_id"),
+    )
+
+    # seq orders entries totally (created_at can tie); id is the public identifier.
+    seq: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    id: Mapped[str] = mapped_column(String(64), unique=True)
+    business_id: Mapped[str] = mapped_column(String(64))
+    customer_id: Mapped[str] = mapped_column(String(64))
+    currency: Mapped[str] = mapped_column(String(3))
+    amount: Mapped[int] = mapped_column(BigInteger)
+    is_credit: Mapped[bool] = mapped_column(Boolean)
+    before_balance: Mapped[int] = mapped_column(BigInteger)
+    after_balance: Mapped[int] = mapped_column(BigInteger)
+    event_type: Mapped[str] = mapped_column(String(32))
+    reason: Mapped[str | None] = mapped_column(Text)
+    reference_object_id: Mapped[str | None] = mapped_column(String(255))
+    idempotency_key: Mapped[str | None] = mapped_column(String(255))
+    # sha256 of the parameters that created the entry: a retry must match it.
+    fingerprint: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ApiKey(Base):
+    __tablename__ = "api_keys"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str | None] = mapped_column(String(200))
+    # sha256 of the secret; the secret itself is shown once and never stored.
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    is_admin: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column()
+
+
+class InboxEvent(Base):
+    """A provider webhook, stored before it is acknowledged; processed exactly once."""
+
+    __tablename__ = "inbox_events"
+    __table_args__ = (
+        UniqueConstraint("provider", "provider_event_id"),
+        CheckConstraint(
+            "status IN ('pending', 'processed', 'failed', 'ignored')", name="status_valid"
+        ),
+        Index("ix_inbox_events_status_received", "status", "received_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    provider: Mapped[str] = mapped_column(String(32))
+    provider_event_id: Mapped[str] = mapped_column(String(255))
+    event_type: Mapped[str] = mapped_column(String(128))
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON)
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    error: Mapped[str | None] = mapped_column(Text)
+    result: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    received_at: Mapped[datetime] = mapped_column(default=utcnow)
+    processed_at: Mapped[datetime | None] = mapped_column()
+
+
+class UsageEvent(Base):
+    """One metered event (Dodo's usage-event shape); billed exactly once."""
+
+    __tablename__ = "usage_events"
+    __table_args__ = (
+        CheckConstraint(
+            "status IN ('pending', 'processed', 'unbilled', 'unpriced', 'invalid')",
+            name="status_valid",
+        ),
+        CheckConstraint("unbilled_amount >= 0", name="unbilled_non_negative"),
+        Index("ix_usage_events_status_seq", "status", "seq"),
+        Index("ix_usage_events_customer_seq", "customer_id", "seq"),
+    )
+
+    seq: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    event_id: Mapped[str] = mapped_column(String(255), unique=True)
+    customer_id: Mapped[str] = mapped_column(ForeignKey("customers.customer_id"))
+    event_name: Mapped[str] = mapped_column(String(255))
+    timestamp: Mapped[datetime] = mapped_column()
+    metadata_: Mapped[dict[str, Any] | None] = mapped_column("metadata", JSON)
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    currency: Mapped[str | None] = mapped_column(String(3))
+    # Exact cost in units of 10**-12 minor units (see Wallet.pending_usage_scaled).
+    cost_scaled: Mapped[int | None] = mapped_column(BigInteger)
+    # Whole minor units this event could not be debited for (insufficient balance).
+    unbilled_amount: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    ledger_entry_id: Mapped[str | None] = mapped_column(String(64))
+    error: Mapped[str | None] = mapped_column(Text)
+    received_at: Mapped[datetime] = mapped_column(default=utcnow)
+    processed_at: Mapped[datetime | None] = mapped_column()
+
+
+class WalletCharge(Base):
+    """Wallet-first checkout: the part of an order paid from the wallet."""
+
+    __tablename__ = "wallet_charges"
+    __table_args__ = (
+        UniqueConstraint("customer_id", "idempotency_key"),
+        CheckConstraint("applied_amount >= 0", name="applied_non_negative"),
+        CheckConstraint("reversed_amount >= 0", name="reversed_non_negative"),
+        CheckConstraint("reversed_amount <= applied_amount", name="reversed_le_applied"),
+        CheckConstraint("applied_amount <= requested_amount", name="applied_le_requested"),
+    )
+
+    charge_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    customer_id: Mapped[str] = mapped_column(ForeignKey("customers.customer_id"))
+    currency: Mapped[str] = mapped_column(String(3))
+    order_id: Mapped[str] = mapped_column(String(255))
+    idempotency_key: Mapped[str] = mapped_column(String(255))
+    requested_amount: Mapped[int] = mapped_column(BigInteger)
+    applied_amount: Mapped[int] = mapped_column(BigInteger)
+    reversed_amount: Mapped[int] = mapped_column(BigInteger, default=0)
+    ledger_entry_id: Mapped[str | None] = mapped_column(String(64))
+    reason: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class WebhookEndpoint(Base):
+    """A merchant URL that receives signed notifications."""
+
+    __tablename__ = "webhook_endpoints"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    url: Mapped[str] = mapped_column(Text)
+    secret: Mapped[str] = mapped_column(String(255))
+    # Comma-separated event types, or "*" for all.
+    events: Mapped[str] = mapped_column(Text, default="*")
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class OutboxMessage(Base):
+    """A notification written in the same transaction as the change that caused it."""
+
+    __tablename__ = "outbox_messages"
+    __table_args__ = (
+        CheckConstraint(
+            "status IN ('pending', 'delivered', 'failed')", name="status_valid"
+        ),
+        Index("ix_outbox_messages_status_next", "status", "next_attempt_at"),
+    )
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)  # the webhook-id
+    endpoint_id: Mapped[str | None] = mapped_column(String(64))  # None: NOTIFY_WEBHOOK_URL
+    channel: Mapped[str] = mapped_column(String(16), default="webhook")
+    event_type: Mapped[str] = mapped_column(String(64))
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON)
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    delivered_at: Mapped[datetime | None] = mapped_column()
+
+
+class DeliveryAttempt(Base):
+    __tablename__ = "delivery_attempts"
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    message_id: Mapped[str] = mapped_column(ForeignKey("outbox_messages.id"), index=True)
+    attempt: Mapped[int] = mapped_column(Integer)
+    status_code: Mapped[int | None] = mapped_column(Integer)
+    latency_ms: Mapped[int | None] = mapped_column(Integer)
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
