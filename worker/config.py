@@ -124,8 +124,12 @@ def _fx_rates(value: str) -> dict[str, Decimal]:
             parsed = Decimal(rate.strip())
         except InvalidOperation:
             parsed = Decimal(-1)
-        if not sep or not is_known_currency(code.strip().upper()) or not parsed.is_finite() \
-                or parsed < 0:
+        if (
+            not sep
+            or not is_known_currency(code.strip().upper())
+            or not parsed.is_finite()
+            or parsed < 0
+        ):
             raise ConfigError(f"FX_RATES_TO_USD: cannot parse {pair!r} (expected CODE=RATE)")
         rates[code.strip().upper()] = parsed
     return rates

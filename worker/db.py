@@ -51,7 +51,10 @@ def get_engine(settings: Settings | None = None) -> Engine:
                 _configure_sqlite(engine)
             else:
                 engine = create_engine(
-                    url, pool_size=10, max_overflow=20, pool_pre_ping=True,
+                    url,
+                    pool_size=10,
+                    max_overflow=20,
+                    pool_pre_ping=True,
                     connect_args={"connect_timeout": 5},
                 )
             _engines[url] = engine

@@ -64,7 +64,9 @@ class InsufficientBalance(BillingError):
         super().__init__(
             f"Insufficient balance: the {currency} wallet holds {balance}, "
             f"a debit of {requested} is refused",
-            balance=balance, requested_amount=requested, currency=currency,
+            balance=balance,
+            requested_amount=requested,
+            currency=currency,
         )
         self.balance = balance
         self.requested = requested
@@ -93,7 +95,8 @@ class IdempotencyKeyReused(BillingError):
     def __init__(self, key: str, fields: list[str], original: Any) -> None:
         super().__init__(
             f"Idempotency key {key!r} was already used with different {', '.join(fields)}",
-            idempotency_key=key, differing_fields=fields,
+            idempotency_key=key,
+            differing_fields=fields,
         )
         self.fields = fields
         self.original = original

@@ -43,6 +43,7 @@ class Posted:
 
 # -- validation ----------------------------------------------------------------------------
 
+
 def validate_amount(value: Any, field: str = "amount") -> int:
     """A positive integer number of minor units, at most 2**53 - 1; never a float or bool."""
     if isinstance(value, bool) or not isinstance(value, int):
@@ -68,8 +69,11 @@ def validate_page(page_number: Any, page_size: Any) -> tuple[int, int]:
         ("page_number", page_number, 0, None),
         ("page_size", page_size, 1, MAX_PAGE_SIZE),
     ):
-        if isinstance(value, bool) or not isinstance(value, int) or value < low or (
-            high is not None and value > high
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int)
+            or value < low
+            or (high is not None and value > high)
         ):
             bound = f"between {low} and {high}" if high else f"at least {low}"
             raise ValidationFailed(field, f"must be an integer {bound}")
@@ -77,6 +81,7 @@ def validate_page(page_number: Any, page_size: Any) -> tuple[int, int]:
 
 
 # -- customers -----------------------------------------------------------------------------
+
 
 def create_customer(
     session: Session,
@@ -162,12 +167,18 @@ def update_customer(session: Session, customer_id: str, **changes: Any) -> Custo
 
 # -- wallets -------------------------------------------------------------------------------
 
+
 def ensure_wallets(session: Session, customer_id: str) -> None:
     """Create any missing wallet for the configured currencies (balance 0)."""
     now = utcnow()
     rows = [
-        {"customer_id": customer_id, "currency": currency, "balance": 0,
-         "created_at": now, "updated_at": now}
+        {
+            "customer_id": customer_id,
+            "currency": currency,
+            "balance": 0,
+            "created_at": now,
+            "updated_at": now,
+        }
         for currency in settings_of(session).wallet_currencies
     ]
     session.execute(insert_ignore(session, Wallet.__table__, ["customer_id", "currency"]), rows)
@@ -184,9 +195,7 @@ def get_wallets(session: Session, customer_id: str) -> list[Wallet]:
     elif not wallets:
         raise CustomerNotFound(customer_id)
     order = {c: i for i, c in enumerate(currencies)}
-    return sorted(
-        (w for w in wallets if w.currency in order), key=lambda w: order[w.currency]
-    )
+    return sorted((w for w in wallets if w.currency in order), key=lambda w: order[w.currency])
 
 
 def _wallets_of(session: Session, customer_id: str) -> list[Wallet]:
@@ -205,8 +214,11 @@ def total_balance_usd(session: Session, wallets: list[Wallet]) -> int:
     """Sum of the wallets in USD cents at the configured rates, rounded down once."""
     rates = settings_of(session).fx_rates_to_usd
     total = sum(
-        (to_usd_cents(w.balance, w.currency, rates[w.currency])
-         for w in wallets if w.currency in rates),
+        (
+            to_usd_cents(w.balance, w.currency, rates[w.currency])
+            for w in wallets
+            if w.currency in rates
+        ),
         start=to_usd_cents(0, "USD", rates["USD"]),
     )
     return floor_cents(total)
@@ -214,9 +226,15 @@ def total_balance_usd(session: Session, wallets: list[Wallet]) -> int:
 
 # -- entries -------------------------------------------------------------------------------
 
+
 def fingerprint(
-    *, currency: str, amount: int, is_credit: bool, event_type: str,
-    reason: str | None, reference_object_id: str | None,
+    *,
+    currency: str,
+    amount: int,
+    is_credit: bool,
+    event_type: str,
+    reason: str | None,
+    reference_object_id: str | None,
 ) -> str:
     """What a retry must repeat exactly for its idempotency key to mean "the same request"."""
     canonical = json.dumps(
@@ -251,8 +269,12 @@ def post_entry(
     if idempotency_key is not None and not idempotency_key:
         raise ValidationFailed("idempotency_key", "must not be empty")
     params = {
-        "currency": currency, "amount": amount, "is_credit": is_credit,
-        "event_type": event_type, "reason": reason, "reference_object_id": reference_object_id,
+        "currency": currency,
+        "amount": amount,
+        "is_credit": is_credit,
+        "event_type": event_type,
+        "reason": reason,
+        "reference_object_id": reference_object_id,
     }
     if idempotency_key is not None:
         _raise_if_key_used(session, customer_id, idempotency_key, params)
@@ -278,18 +300,18 @@ def _apply(
         if delta < 0:
             if current.balance + delta < 0:
                 raise InsufficientBalance(
-                    balance=current.balance, requested=params["amount"],
+                    balance=current.balance,
+                    requested=params["amount"],
                     currency=params["currency"],
                 )
         elif current.balance + delta > MAX_AMOUNT:
-            raise InvalidAmount(
-                f"would take the {params['currency']} balance above {MAX_AMOUNT}"
-            )
+            raise InvalidAmount(f"would take the {params['currency']} balance above {MAX_AMOUNT}")
         wallet = _move_balance(session, customer_id, params["currency"], delta)
         if wallet is None:  # the wallet changed under us; report against its new balance
             current = session.get(Wallet, (customer_id, params["currency"]), populate_existing=True)
             raise InsufficientBalance(
-                balance=current.balance if current else 0, requested=params["amount"],
+                balance=current.balance if current else 0,
+                requested=params["amount"],
                 currency=params["currency"],
             )
     entry = LedgerEntry(
@@ -385,6 +407,7 @@ def list_entries(
 
 
 # -- verification --------------------------------------------------------------------------
+
 
 @dataclass
 class VerifyReport:

@@ -115,9 +115,7 @@ class Wallet(Base):
         CheckConstraint("balance >= 0", name="balance_non_negative"),
         # Balances stay exact in JSON clients that read numbers as doubles (2**53 - 1).
         CheckConstraint("balance <= 9007199254740991", name="balance_json_safe"),
-        CheckConstraint(
-            "pending_usage_scaled >= 0", name="pending_usage_non_negative"
-        ),
+        CheckConstraint("pending_usage_scaled >= 0", name="pending_usage_non_negative"),
         CheckConstraint("low_state IN ('unarmed', 'normal', 'low')", name="low_state_valid"),
         # The low-balance scan walks only wallets whose balance is under some threshold.
         Index("ix_wallets_currency_balance", "currency", "balance"),
@@ -152,7 +150,8 @@ class LedgerEntry(Base):
         ),
         UniqueConstraint("customer_id", "idempotency_key"),
         ForeignKeyConstraint(
-            ["customer_id", "currency"], ["wallets.customer_id", "wallets.currency"],
+            ["customer_id", "currency"],
+            ["wallets.customer_id", "wallets.currency"],
             name="fk_ledger_entries_wallet",
         ),
         Index("ix_ledger_entries_wallet_seq", "customer_id", "currency", "seq"),
@@ -292,9 +291,7 @@ class OutboxMessage(Base):
 
     __tablename__ = "outbox_messages"
     __table_args__ = (
-        CheckConstraint(
-            "status IN ('pending', 'delivered', 'failed')", name="status_valid"
-        ),
+        CheckConstraint("status IN ('pending', 'delivered', 'failed')", name="status_valid"),
         Index("ix_outbox_messages_status_next", "status", "next_attempt_at"),
     )
 

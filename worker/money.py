@@ -13,9 +13,7 @@ from decimal import ROUND_DOWN, Decimal
 MAX_AMOUNT = 2**53 - 1
 
 # ISO 4217 minor-unit exponents. Most active codes use 2; the exceptions are listed.
-_EXPONENT_0 = set(
-    "BIF CLP DJF GNF ISK JPY KMF KRW PYG RWF UGX UYI VND VUV XAF XOF XPF".split()
-)
+_EXPONENT_0 = set("BIF CLP DJF GNF ISK JPY KMF KRW PYG RWF UGX UYI VND VUV XAF XOF XPF".split())
 _EXPONENT_3 = set("BHD IQD JOD KWD LYD OMR TND".split())
 _EXPONENT_4 = {"CLF", "UYW"}
 _EXPONENT_2 = set(

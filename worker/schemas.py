@@ -41,9 +41,14 @@ class CustomerOut(_Out):
     @classmethod
     def of(cls, c: Customer) -> CustomerOut:
         return cls(
-            customer_id=c.customer_id, business_id=c.business_id, email=c.email, name=c.name,
-            phone_number=c.phone_number, metadata=c.metadata_ or {},
-            low_balance_thresholds=c.low_balance_thresholds, created_at=c.created_at,
+            customer_id=c.customer_id,
+            business_id=c.business_id,
+            email=c.email,
+            name=c.name,
+            phone_number=c.phone_number,
+            metadata=c.metadata_ or {},
+            low_balance_thresholds=c.low_balance_thresholds,
+            created_at=c.created_at,
         )
 
 
@@ -63,8 +68,11 @@ class WalletOut(_Out):
     def of(cls, w: Wallet) -> WalletOut:
         pending = Decimal(w.pending_usage_scaled or 0) / USAGE_SCALE
         return cls(
-            balance=w.balance, currency=w.currency, customer_id=w.customer_id,
-            created_at=w.created_at, updated_at=w.updated_at,
+            balance=w.balance,
+            currency=w.currency,
+            customer_id=w.customer_id,
+            created_at=w.created_at,
+            updated_at=w.updated_at,
             pending_usage=format(pending.normalize(), "f") if pending else "0",
         )
 
@@ -94,11 +102,19 @@ class LedgerEntryOut(_Out):
     @classmethod
     def of(cls, e: LedgerEntry) -> LedgerEntryOut:
         return cls(
-            id=e.id, amount=e.amount, after_balance=e.after_balance,
-            before_balance=e.before_balance, business_id=e.business_id,
-            created_at=e.created_at, currency=e.currency, customer_id=e.customer_id,
-            event_type=e.event_type, is_credit=e.is_credit, reason=e.reason,
-            reference_object_id=e.reference_object_id, idempotency_key=e.idempotency_key,
+            id=e.id,
+            amount=e.amount,
+            after_balance=e.after_balance,
+            before_balance=e.before_balance,
+            business_id=e.business_id,
+            created_at=e.created_at,
+            currency=e.currency,
+            customer_id=e.customer_id,
+            event_type=e.event_type,
+            is_credit=e.is_credit,
+            reason=e.reason,
+            reference_object_id=e.reference_object_id,
+            idempotency_key=e.idempotency_key,
         )
 
 

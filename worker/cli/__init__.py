@@ -10,7 +10,7 @@ import sys
 import click
 from sqlalchemy.exc import OperationalError
 
-from worker.cli import core
+from worker.cli import apikeys, core
 from worker.config import ConfigError
 from worker.errors import BillingError
 
@@ -20,7 +20,14 @@ def cli() -> None:
     """Operate a billing-worker: wallets, ledger, webhooks inbox, usage, notifications."""
 
 
-for command in (core.db, core.customers, core.wallet, core.ledger_group, core.verify):
+for command in (
+    core.db,
+    core.customers,
+    core.wallet,
+    core.ledger_group,
+    core.verify,
+    apikeys.apikeys,
+):
     cli.add_command(command)
 
 

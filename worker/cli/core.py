@@ -63,9 +63,7 @@ def wallet() -> None:
 
 
 def _wallet_text(out: WalletListOut) -> str:
-    lines = [
-        f"{w.currency} {w.balance:>15}  pending_usage {w.pending_usage}" for w in out.items
-    ]
+    lines = [f"{w.currency} {w.balance:>15}  pending_usage {w.pending_usage}" for w in out.items]
     return "\n".join([*lines, f"total_balance_usd {out.total_balance_usd}"])
 
 
@@ -91,13 +89,22 @@ def _adjust(is_credit: bool):  # type: ignore[no-untyped-def]
     @click.option("--idempotency-key")
     @json_option
     def command(
-        customer_id: str, amount: str, currency: str, reason: str | None,
-        idempotency_key: str | None, as_json: bool,
+        customer_id: str,
+        amount: str,
+        currency: str,
+        reason: str | None,
+        idempotency_key: str | None,
+        as_json: bool,
     ) -> None:
         with session() as s:
             posted = ledger.post_entry(
-                s, customer_id=customer_id, currency=currency, amount=parse_amount(amount),
-                is_credit=is_credit, reason=reason, idempotency_key=idempotency_key,
+                s,
+                customer_id=customer_id,
+                currency=currency,
+                amount=parse_amount(amount),
+                is_credit=is_credit,
+                reason=reason,
+                idempotency_key=idempotency_key,
             )
             out = WalletOut.of(posted.wallet)
             entry_id = posted.entry.id
@@ -106,10 +113,16 @@ def _adjust(is_credit: bool):  # type: ignore[no-untyped-def]
     return command
 
 
-wallet.command("credit", context_settings=AMOUNT_COMMAND,
-               help="Add AMOUNT minor units to CUSTOMER_ID's wallet.")(_adjust(True))
-wallet.command("debit", context_settings=AMOUNT_COMMAND,
-               help="Take AMOUNT minor units from CUSTOMER_ID's wallet.")(_adjust(False))
+wallet.command(
+    "credit",
+    context_settings=AMOUNT_COMMAND,
+    help="Add AMOUNT minor units to CUSTOMER_ID's wallet.",
+)(_adjust(True))
+wallet.command(
+    "debit",
+    context_settings=AMOUNT_COMMAND,
+    help="Take AMOUNT minor units from CUSTOMER_ID's wallet.",
+)(_adjust(False))
 
 
 @click.group("ledger")
@@ -134,11 +147,14 @@ def ledger_list(
         out = LedgerEntryListOut(items=[LedgerEntryOut.of(e) for e in entries])
 
     def text() -> str:
-        return "\n".join(
-            f"{e.created_at:%Y-%m-%d %H:%M:%S} {e.id} {'+' if e.is_credit else '-'}{e.amount} "
-            f"{e.currency} -> {e.after_balance} {e.event_type} {e.reason or ''}".rstrip()
-            for e in out.items
-        ) or "no entries"
+        return (
+            "\n".join(
+                f"{e.created_at:%Y-%m-%d %H:%M:%S} {e.id} {'+' if e.is_credit else '-'}{e.amount} "
+                f"{e.currency} -> {e.after_balance} {e.event_type} {e.reason or ''}".rstrip()
+                for e in out.items
+            )
+            or "no entries"
+        )
 
     emit(out, as_json, text)
 
@@ -150,13 +166,21 @@ def verify(as_json: bool) -> None:
     with session() as s:
         report = ledger.verify(s)
     data = {
-        "ok": report.ok, "wallets": report.wallets, "entries": report.entries,
+        "ok": report.ok,
+        "wallets": report.wallets,
+        "entries": report.entries,
         "problems": report.problems,
     }
-    emit(data, as_json, lambda: "\n".join(
-        [*report.problems,
-         f"{'OK' if report.ok else 'DRIFT'}: {report.wallets} wallets, {report.entries} entries, "
-         f"{len(report.problems)} problem(s)"]
-    ))
+    emit(
+        data,
+        as_json,
+        lambda: "\n".join(
+            [
+                *report.problems,
+                f"{'OK' if report.ok else 'DRIFT'}: {report.wallets} wallets, {report.entries} entries, "
+                f"{len(report.problems)} problem(s)",
+            ]
+        ),
+    )
     if not report.ok:
         raise SystemExit(1)

@@ -1,0 +1,1 @@
+"""Celery tasks: thin wrappers that open one transaction and call one ``worker`` function."""

@@ -1,0 +1,3 @@
+"""Celery tasks (inbox)."""
+
+from worker.celery import app  # noqa: F401

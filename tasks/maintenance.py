@@ -1,0 +1,3 @@
+"""Celery tasks (maintenance)."""
+
+from worker.celery import app  # noqa: F401

@@ -1,0 +1,3 @@
+"""Celery tasks (notifications)."""
+
+from worker.celery import app  # noqa: F401

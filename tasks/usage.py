@@ -1,0 +1,3 @@
+"""Celery tasks (usage)."""
+
+from worker.celery import app  # noqa: F401

@@ -1,0 +1,38 @@
+"""Bearer API-key authentication for the API blueprints."""
+
+from __future__ import annotations
+
+from flask import Response, current_app, g, request
+
+from webhooks.errors import error_response
+from worker.apikeys import KEY_PREFIX, bootstrap_principal, lookup_key
+from worker.db import transaction
+
+BEARER_SECURITY = [{"bearerAuth": []}]
+SECURITY_SCHEMES = {"bearerAuth": {"type": "http", "scheme": "bearer"}}
+
+
+def _unauthorized() -> Response:
+    # Deliberately the same answer for a missing, malformed, unknown or revoked key.
+    response = error_response(401, "UNAUTHORIZED", "A valid API key is required")
+    response.headers["WWW-Authenticate"] = "Bearer"
+    return response
+
+
+def require_api_key() -> Response | None:
+    """``before_request`` hook: sets ``g.principal`` or answers 401."""
+    if request.method == "OPTIONS":
+        return None
+    scheme, _, presented = request.headers.get("Authorization", "").partition(" ")
+    presented = presented.strip()
+    if scheme.lower() != "bearer" or not presented:
+        return _unauthorized()
+    settings = current_app.config["SETTINGS"]
+    principal = bootstrap_principal(presented, settings.api_key)
+    if principal is None and presented.startswith(KEY_PREFIX):
+        with transaction(settings) as session:
+            principal = lookup_key(session, presented)
+    if principal is None:
+        return _unauthorized()
+    g.principal = principal
+    return None
