@@ -21,6 +21,7 @@ from webhooks.schemas import (
 from worker import ledger
 from worker.db import transaction
 from worker.errors import DuplicateEntry
+from worker.models import Wallet
 from worker.schemas import (
     CustomerListOut,
     CustomerOut,
@@ -82,7 +83,7 @@ def patch_customer(path: CustomerPath, body: CustomerPatch) -> Response:
     """Change name, phone number, metadata or low-balance threshold overrides."""
     changes = body.model_dump(exclude_unset=True)
     with _tx() as s:
-        if "low_balance_thresholds" in changes and changes["low_balance_thresholds"]:
+        if changes.get("low_balance_thresholds"):
             changes["low_balance_thresholds"] = {
                 ledger.validate_currency(s, code, "low_balance_thresholds"): value
                 for code, value in changes["low_balance_thresholds"].items()
@@ -117,8 +118,8 @@ def create_ledger_entry(path: CustomerPath, body: LedgerEntryCreate) -> Response
     ``DUPLICATE_IDEMPOTENCY_KEY`` (with ``x-should-retry: false``) means the key was already
     used with these parameters and nothing changed.
     """
-    try:
-        with _tx() as s:
+    with _tx() as s:
+        try:
             posted = ledger.post_entry(
                 s,
                 customer_id=path.customer_id,
@@ -129,20 +130,19 @@ def create_ledger_entry(path: CustomerPath, body: LedgerEntryCreate) -> Response
                 idempotency_key=body.idempotency_key,
                 event_type="merchant_adjustment",
             )
-            return jsonify(dump(WalletOut.of(posted.wallet)))
-    except DuplicateEntry as duplicate:
-        return _duplicate_response(duplicate)
+        except DuplicateEntry as duplicate:
+            wallet = ledger.get_wallet(s, path.customer_id, duplicate.entry.currency)
+            return duplicate_response(duplicate, wallet)
+        return jsonify(dump(WalletOut.of(posted.wallet)))
 
 
-def _duplicate_response(duplicate: DuplicateEntry) -> Response:
-    entry = duplicate.entry
-    with _tx() as s:
-        wallet = ledger.get_wallet(s, entry.customer_id, entry.currency)
+def duplicate_response(duplicate: DuplicateEntry, wallet: Wallet) -> Response:
+    """409 carrying the original entry and the wallet as it stands now."""
     response = error_response(
         409,
         duplicate.code,
         duplicate.message,
-        entry=dump(LedgerEntryOut.of(entry)),
+        entry=dump(LedgerEntryOut.of(duplicate.entry)),
         wallet=dump(WalletOut.of(wallet)),
     )
     # Stainless-generated SDKs (Dodo's) retry every 409 unless told not to.

@@ -10,7 +10,7 @@ import sys
 import click
 from sqlalchemy.exc import OperationalError
 
-from worker.cli import apikeys, core
+from worker.cli import apikeys, core, serve
 from worker.config import ConfigError
 from worker.errors import BillingError
 
@@ -27,6 +27,7 @@ for command in (
     core.ledger_group,
     core.verify,
     apikeys.apikeys,
+    serve.serve,
 ):
     cli.add_command(command)
 

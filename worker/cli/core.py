@@ -177,8 +177,8 @@ def verify(as_json: bool) -> None:
         lambda: "\n".join(
             [
                 *report.problems,
-                f"{'OK' if report.ok else 'DRIFT'}: {report.wallets} wallets, {report.entries} entries, "
-                f"{len(report.problems)} problem(s)",
+                f"{'OK' if report.ok else 'DRIFT'}: {report.wallets} wallets, "
+                f"{report.entries} entries, {len(report.problems)} problem(s)",
             ]
         ),
     )

@@ -1,0 +1,82 @@
+"""Fixtures: each ledger test runs on SQLite and on PostgreSQL, each in a fresh schema."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.orm import Session
+
+from tests.support import create_pg_database, drop_pg_database
+from worker import migrate
+from worker.config import Settings
+from worker.db import dispose_engines, get_engine, transaction
+from worker.models import Base
+
+BACKENDS = ["sqlite", "postgresql"]
+
+
+@pytest.fixture(scope="session")
+def pg_database() -> Iterator[str]:
+    """One migrated PostgreSQL database for the whole run (tables are emptied per test)."""
+    name, url = create_pg_database()
+    migrate.upgrade(Settings(database_url=url))
+    yield url
+    dispose_engines()
+    drop_pg_database(name)
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A migrated SQLite file, copied for each test (much faster than migrating each time)."""
+    path = tmp_path_factory.mktemp("sqlite-template") / "template.db"
+    settings = Settings(database_url=f"sqlite:///{path}")
+    migrate.upgrade(settings)
+    get_engine(settings).dispose()
+    return path
+
+
+def _empty_pg(url: str) -> None:
+    tables = ", ".join(t.name for t in Base.metadata.sorted_tables)
+    with get_engine(Settings(database_url=url)).begin() as conn:
+        conn.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    """The database backend under test."""
+    return request.param
+
+
+@pytest.fixture
+def database_url(backend: str, request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """An empty, migrated database on ``backend``."""
+    if backend == "postgresql":
+        url = request.getfixturevalue("pg_database")
+        _empty_pg(url)
+        return url
+    path = tmp_path / "billing.db"
+    shutil.copy(request.getfixturevalue("sqlite_template"), path)
+    return f"sqlite:///{path}"
+
+
+@pytest.fixture
+def settings(database_url: str) -> Settings:
+    """Settings pointing at the test database (USD and INR wallets)."""
+    return Settings(database_url=database_url, api_key="test-key")
+
+
+@pytest.fixture
+def session(settings: Settings) -> Iterator[Session]:
+    """One transaction, committed at the end of the test's use of it."""
+    with transaction(settings) as s:
+        yield s
+
+
+@pytest.fixture
+def tx(settings: Settings):
+    """``tx()`` opens a new committed transaction on the test database."""
+    return lambda: transaction(settings)

@@ -1,0 +1,82 @@
+"""``billing-worker serve``: the whole service (web, worker, beat) in one command.
+
+For trying it out and small installs on the embedded default; production runs the Procfile's
+processes separately.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import click
+
+from worker import migrate
+
+
+@click.command()
+@click.option(
+    "--port",
+    type=int,
+    default=lambda: int(os.environ.get("PORT", "8000")),
+    show_default="$PORT or 8000",
+)
+@click.option("--host", default="127.0.0.1", show_default=True)
+def serve(port: int, host: str) -> None:
+    """Migrate, then run gunicorn, a Celery worker and beat until interrupted."""
+    migrate.upgrade()
+    commands = {
+        "web": [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "webhooks:create_app()",
+            "--bind",
+            f"{host}:{port}",
+            "--workers",
+            "2",
+            "--access-logfile",
+            "-",
+        ],
+        "worker": [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "worker",
+            "worker",
+            "--beat",
+            "--loglevel",
+            "INFO",
+            "--concurrency",
+            "2",
+        ],
+    }
+    children = {name: subprocess.Popen(cmd) for name, cmd in commands.items()}
+    click.echo(f"billing-worker on http://{host}:{port} (web + worker + beat); Ctrl-C stops")
+    stopping = False
+
+    def _stop(*_: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    try:
+        while not stopping and all(c.poll() is None for c in children.values()):
+            time.sleep(0.5)
+    finally:
+        for child in children.values():
+            if child.poll() is None:
+                child.terminate()
+        for child in children.values():
+            try:
+                child.wait(15)
+            except subprocess.TimeoutExpired:
+                child.kill()
+    failed = [n for n, c in children.items() if c.returncode not in (0, -15, None) and not stopping]
+    if failed:
+        raise click.ClickException(f"{', '.join(failed)} exited unexpectedly")
