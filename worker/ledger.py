@@ -290,6 +290,52 @@ def post_entry(
     return _apply(session, customer_id, None, params)
 
 
+def debit_up_to(
+    session: Session,
+    *,
+    customer_id: str,
+    currency: str,
+    amount: int,
+    event_type: str,
+    reason: str | None = None,
+    idempotency_key: str | None = None,
+    reference_object_id: str | None = None,
+) -> Posted | None:
+    """Debit ``min(balance, amount)``; None when the wallet is empty (nothing written).
+
+    For debits that must not be refused because the thing they pay for already happened
+    (usage, refunds of spent credit, wallet-first checkout). The wallet row is locked first
+    (``FOR UPDATE``; SQLite's write lock already serialises) so the amount chosen here is the
+    amount debited. The caller records any shortfall (``amount - posted.entry.amount``).
+    """
+    amount = validate_amount(amount)
+    currency = validate_currency(session, currency)
+    if idempotency_key is not None:
+        existing = find_entry(session, customer_id, idempotency_key)
+        if existing is not None:
+            raise DuplicateEntry(existing)
+    wallet = session.scalar(
+        select(Wallet)
+        .where(Wallet.customer_id == customer_id, Wallet.currency == currency)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    ) or _wallet_or_create(session, customer_id, currency)
+    applied = min(wallet.balance, amount)
+    if applied == 0:
+        return None
+    return post_entry(
+        session,
+        customer_id=customer_id,
+        currency=currency,
+        amount=applied,
+        is_credit=False,
+        event_type=event_type,
+        reason=reason,
+        idempotency_key=idempotency_key,
+        reference_object_id=reference_object_id,
+    )
+
+
 def _apply(
     session: Session, customer_id: str, idempotency_key: str | None, params: dict[str, Any]
 ) -> Posted:
