@@ -145,10 +145,9 @@ def charge_show(customer_id: str, charge_id: str, as_json: bool) -> None:
 
     def text() -> str:
         lines = [_charge_text(out, False)]
-        lines += [
-            f"  {e.id} {'+' if e.is_credit else '-'}{e.amount} {e.event_type} {e.reason or ''}".rstrip()
-            for e in out.entries
-        ]
+        for e in out.entries:
+            sign = "+" if e.is_credit else "-"
+            lines.append(f"  {e.id} {sign}{e.amount} {e.event_type} {e.reason or ''}".rstrip())
         return "\n".join(lines)
 
     emit(out, as_json, text)
