@@ -34,8 +34,11 @@ def create_app(settings: Settings | None = None) -> OpenAPI:
     errors.register(app)
 
     for blueprint in (api.bp, charges.bp):
-        blueprint.before_request(require_api_key)
-        blueprint.before_request(_require_json_body)
+        # Blueprints are module-level: a second create_app() in one process (tests) must not
+        # add the hooks again (Flask refuses setup calls on a registered blueprint).
+        if require_api_key not in blueprint.before_request_funcs.get(None, []):
+            blueprint.before_request(require_api_key)
+            blueprint.before_request(_require_json_body)
         app.register_api(blueprint)
     app.register_api(health.bp)
 
