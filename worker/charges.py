@@ -320,31 +320,36 @@ def reverse(
     # Without a client key the entry is keyed by how much had been reversed before it: unique
     # per charge (reversed_amount only grows), so no two reversal entries can ever collide.
     entry_key = entry_key or f"{_reversal_prefix(charge_id)}at:{record.reversed_amount}"
-    # The conditional UPDATE is the second guard behind the row lock, and the CHECK
-    # (reversed_amount <= applied_amount) the third.
-    moved = session.scalar(
-        update(WalletCharge)
-        .where(
-            WalletCharge.charge_id == charge_id,
-            WalletCharge.reversed_amount + amount <= WalletCharge.applied_amount,
+    # One savepoint: the charge's reversed_amount and the credit move together even when the
+    # credit is refused (a balance pushed past the JSON-safe limit) and the caller carries on.
+    with session.begin_nested():
+        # The conditional UPDATE is the second guard behind the row lock, and the CHECK
+        # (reversed_amount <= applied_amount) the third.
+        moved = session.scalar(
+            update(WalletCharge)
+            .where(
+                WalletCharge.charge_id == charge_id,
+                WalletCharge.reversed_amount + amount <= WalletCharge.applied_amount,
+            )
+            .values(reversed_amount=WalletCharge.reversed_amount + amount)
+            .returning(WalletCharge.reversed_amount),
+            execution_options={"synchronize_session": False},
         )
-        .values(reversed_amount=WalletCharge.reversed_amount + amount)
-        .returning(WalletCharge.reversed_amount),
-        execution_options={"synchronize_session": False},
-    )
-    if moved is None:
-        raise ReversalExceedsCharge(requested=amount, reversible=reversible, charge_id=charge_id)
-    posted = ledger.post_entry(
-        session,
-        customer_id=customer_id,
-        currency=record.currency,
-        amount=amount,
-        is_credit=True,
-        event_type="payment_reversal",
-        reason=reason,
-        idempotency_key=entry_key,
-        reference_object_id=record.order_id,
-    )
+        if moved is None:
+            raise ReversalExceedsCharge(
+                requested=amount, reversible=reversible, charge_id=charge_id
+            )
+        posted = ledger.post_entry(
+            session,
+            customer_id=customer_id,
+            currency=record.currency,
+            amount=amount,
+            is_credit=True,
+            event_type="payment_reversal",
+            reason=reason,
+            idempotency_key=entry_key,
+            reference_object_id=record.order_id,
+        )
     session.refresh(record)
     return Reversal(view=_view(session, record), entry=posted.entry)
 
