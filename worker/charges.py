@@ -131,7 +131,6 @@ def charge(
     reason = _reason(reason)
     if not isinstance(allow_partial, bool):
         raise ValidationFailed("allow_partial", "must be a boolean")
-    ledger.get_customer(session, customer_id)
     asked = {
         "amount": amount,
         "currency": currency,
@@ -165,26 +164,33 @@ def charge(
         with session.begin_nested():
             session.add(record)
             session.flush()
-            entry = _debit(session, record, amount, allow_partial)
+            posted = _debit(session, record, amount, allow_partial)
     except IntegrityError:
         winner = _find_charge(session, customer_id, key)
         if winner is None:
+            # An unknown customer fails the foreign key: checked only now, to save a query
+            # on every charge.
+            ledger.get_customer(session, customer_id)
             raise
         return _replay(session, winner, asked)
-    wallet = ledger.get_wallet(session, customer_id, currency)
-    return ChargeView(charge=record, wallet=wallet, entries=[entry] if entry else [])
+    if posted is None:
+        return ChargeView(record, ledger.get_wallet(session, customer_id, currency), [])
+    return ChargeView(charge=record, wallet=posted.wallet, entries=[posted.entry])
 
 
 def _debit(
     session: Session, record: WalletCharge, amount: int, allow_partial: bool
-) -> LedgerEntry | None:
+) -> ledger.Posted | None:
     params = {
         "customer_id": record.customer_id,
         "currency": record.currency,
         "amount": amount,
         "event_type": "payment",
         "reason": record.reason,
-        "idempotency_key": f"charge:{record.charge_id}",
+        # No ledger key: the charge row (unique per customer and key, inserted in this same
+        # savepoint with a fresh charge_id) already makes this the only debit of the charge,
+        # and a key would cost two look-ups per charge. ledger_entry_id links the two.
+        "idempotency_key": None,
         "reference_object_id": record.order_id,
     }
     if allow_partial:
@@ -198,7 +204,7 @@ def _debit(
     record.applied_amount = posted.entry.amount
     record.ledger_entry_id = posted.entry.id
     session.flush()
-    return posted.entry
+    return posted
 
 
 def _replay(session: Session, original: WalletCharge, asked: dict[str, object]) -> ChargeView:
