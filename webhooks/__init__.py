@@ -5,7 +5,7 @@ from __future__ import annotations
 from flask import Response, jsonify, redirect, request
 from flask_openapi3 import Info, OpenAPI
 
-from webhooks import api, errors, health
+from webhooks import api, charges, errors, health
 from webhooks.auth import SECURITY_SCHEMES, require_api_key
 from worker.config import Settings, get_settings
 
@@ -33,9 +33,12 @@ def create_app(settings: Settings | None = None) -> OpenAPI:
     app.json.sort_keys = False
     errors.register(app)
 
-    for blueprint in (api.bp,):
-        blueprint.before_request(require_api_key)
-        blueprint.before_request(_require_json_body)
+    for blueprint in (api.bp, charges.bp):
+        # Blueprints are module-level: a second create_app() in one process (tests) must not
+        # add the hooks again (Flask refuses setup calls on a registered blueprint).
+        if require_api_key not in blueprint.before_request_funcs.get(None, []):
+            blueprint.before_request(require_api_key)
+            blueprint.before_request(_require_json_body)
         app.register_api(blueprint)
     app.register_api(health.bp)
 

@@ -100,3 +100,41 @@ class IdempotencyKeyReused(BillingError):
         )
         self.fields = fields
         self.original = original
+
+
+class ChargeNotFound(NotFound):
+    code = "CHARGE_NOT_FOUND"
+
+    def __init__(self, charge_id: str) -> None:
+        super().__init__(f"Wallet charge {charge_id} not found", charge_id=charge_id)
+        self.charge_id = charge_id
+
+
+class ReversalExceedsCharge(ValidationFailed):
+    """A reversal larger than what is left of the charge: nothing was credited."""
+
+    code = "REVERSAL_EXCEEDS_CHARGE"
+
+    def __init__(self, *, requested: int, reversible: int, charge_id: str) -> None:
+        super().__init__(
+            "amount",
+            f"{requested} exceeds the {reversible} left to reverse on charge {charge_id}",
+            requested_amount=requested,
+            reversible_amount=reversible,
+            charge_id=charge_id,
+        )
+
+
+class RefundCapExceeded(ValidationFailed):
+    """A refund to wallet above WALLET_REFUND_MAX (a guard against fat-finger refunds)."""
+
+    code = "WALLET_REFUND_CAP_EXCEEDED"
+
+    def __init__(self, *, requested: int, cap: int, currency: str) -> None:
+        super().__init__(
+            "amount",
+            f"{requested} {currency} exceeds WALLET_REFUND_MAX ({cap} minor units per refund)",
+            requested_amount=requested,
+            cap=cap,
+            setting="WALLET_REFUND_MAX",
+        )

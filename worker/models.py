@@ -25,6 +25,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    true,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
@@ -267,6 +268,8 @@ class WalletCharge(Base):
     requested_amount: Mapped[int] = mapped_column(BigInteger)
     applied_amount: Mapped[int] = mapped_column(BigInteger)
     reversed_amount: Mapped[int] = mapped_column(BigInteger, default=0)
+    # What the caller asked for: a retry with the same key must ask for the same thing.
+    allow_partial: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
     ledger_entry_id: Mapped[str | None] = mapped_column(String(64))
     reason: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -10,7 +10,7 @@ import sys
 import click
 from sqlalchemy.exc import OperationalError
 
-from worker.cli import apikeys, core, serve
+from worker.cli import apikeys, charges, core, serve
 from worker.config import ConfigError
 from worker.errors import BillingError
 
@@ -30,6 +30,8 @@ for command in (
     serve.serve,
 ):
     cli.add_command(command)
+for command in charges.COMMANDS:  # wallet charge|reverse|refund|charge-show
+    core.wallet.add_command(command)
 
 
 def main(argv: list[str] | None = None) -> None:

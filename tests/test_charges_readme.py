@@ -1,0 +1,73 @@
+"""The README's "Checkout with the wallet first" snippet runs as written against gunicorn."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from tests.support import ROOT, create_pg_database, drop_pg_database, gunicorn, process_env
+from worker import ledger, migrate
+from worker.config import Settings
+from worker.db import dispose_engines, get_engine, transaction
+from worker.models import LedgerEntry
+
+MARKER = "<!-- test:checkout-snippet -->"
+
+
+def readme_snippet() -> str:
+    text = (ROOT / "README.md").read_text()
+    match = re.search(re.escape(MARKER) + r"\s*```python\n(.*?)```", text, re.S)
+    assert match, f"README.md has no python block after {MARKER}"
+    return match.group(1)
+
+
+@pytest.mark.slow
+def test_readme_checkout_snippet_runs_against_a_live_server(tmp_path: Path) -> None:
+    name, url = create_pg_database()
+    settings = Settings(database_url=url)
+    try:
+        migrate.upgrade(settings)
+        get_engine(settings).dispose()
+        env = process_env(DATABASE_URL=url, BILLING_API_KEY="readme-key")
+        with gunicorn(env, tmp_path) as base:
+            snippet = tmp_path / "checkout.py"
+            snippet.write_text(readme_snippet())
+            run = subprocess.run(
+                [sys.executable, str(snippet)],
+                env=process_env(BILLING_URL=base, BILLING_API_KEY="readme-key"),
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+        assert run.returncode == 0, run.stderr
+        assert run.stdout.startswith("checkout flow OK: cus_")
+        assert run.stdout.rstrip().endswith("has 3000 USD cents of wallet credit")
+        with transaction(settings) as s:
+            report = ledger.verify(s)
+            assert report.ok, report.problems
+            kinds = [
+                (e.event_type, e.amount)
+                for e in s.scalars(select(LedgerEntry).order_by(LedgerEntry.seq))
+            ]
+        assert kinds == [
+            ("merchant_adjustment", 3000),  # the welcome credit
+            ("payment", 2000),  # order_1, all from the wallet
+            ("payment", 1000),  # order_2 ...
+            ("payment_reversal", 1000),  # ... card declined, given back
+            ("payment", 1000),  # order_3, the card paid 3000
+            ("refund", 3000),  # the card part of order_3 refunded as credit, once
+        ]
+    finally:
+        dispose_engines()
+        drop_pg_database(name)
+
+
+def test_readme_documents_the_refund_cap_setting() -> None:
+    text = (ROOT / "README.md").read_text()
+    assert "| `WALLET_REFUND_MAX` |" in text
+    assert "## Checkout with the wallet first" in text
