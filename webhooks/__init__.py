@@ -5,7 +5,7 @@ from __future__ import annotations
 from flask import Response, jsonify, redirect, request
 from flask_openapi3 import Info, OpenAPI
 
-from webhooks import api, errors, health
+from webhooks import api, errors, health, providers
 from webhooks.auth import SECURITY_SCHEMES, require_api_key
 from worker.config import Settings, get_settings
 
@@ -38,6 +38,8 @@ def create_app(settings: Settings | None = None) -> OpenAPI:
         blueprint.before_request(_require_json_body)
         app.register_api(blueprint)
     app.register_api(health.bp)
+    # Authenticated by the provider's signature, not by an API key.
+    app.register_api(providers.bp)
 
     app.add_url_rule("/openapi.json", "openapi_json", lambda: jsonify(app.api_doc))
     app.add_url_rule("/docs", "docs_root", lambda: redirect("/docs/swagger", code=302))
