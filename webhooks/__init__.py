@@ -34,8 +34,11 @@ def create_app(settings: Settings | None = None) -> OpenAPI:
     errors.register(app)
 
     for blueprint in (api.bp,):
-        blueprint.before_request(require_api_key)
-        blueprint.before_request(_require_json_body)
+        # Blueprints are module-level: add their hooks once, so create_app() can build several
+        # apps in one process (tests do).
+        if not blueprint._got_registered_once:
+            blueprint.before_request(require_api_key)
+            blueprint.before_request(_require_json_body)
         app.register_api(blueprint)
     app.register_api(health.bp)
     # Authenticated by the provider's signature, not by an API key.

@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 # Standard Webhooks' and Stripe's tolerance: older or future-dated deliveries are replays.
 TOLERANCE_SECONDS = 300
 _EVENT_TYPE = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 _EVENT_ID = re.compile(r"[\x21-\x7e]{1,255}")  # printable ASCII, no spaces
 
 bp = APIBlueprint(
@@ -167,7 +168,18 @@ def _json(body: str) -> dict[str, Any]:
         raise _Rejected(400, "MALFORMED_JSON", "body: not valid JSON", "body") from None
     if not isinstance(payload, dict):
         raise _Rejected(400, "MALFORMED_JSON", "body: expected a JSON object", "body")
+    if _SURROGATE_ESCAPE.search(body) and _has_lone_surrogate(payload):
+        # Valid JSON syntax, but not Unicode text: PostgreSQL refuses it; refuse it everywhere.
+        raise _Rejected(400, "MALFORMED_JSON", "body: unpaired UTF-16 surrogate escape", "body")
     return payload
+
+
+def _has_lone_surrogate(payload: dict[str, Any]) -> bool:
+    try:
+        json.dumps(payload, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
 
 
 def _event_type(value: Any, field: str) -> str:
