@@ -6,12 +6,22 @@ import copy
 import json
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import httpx
 import stripe
+from sqlalchemy import func, select
 from standardwebhooks import Webhook
+
+from tests.support import create_pg_database, drop_pg_database, process_env, wait_until
+from worker import migrate
+from worker.config import Settings
+from worker.db import get_engine, transaction
+from worker.models import InboxEvent
 
 # Copies of /work/shared/fixtures/dodo (Dodo-shaped payloads), so a fresh clone is complete.
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "dodo"
@@ -105,3 +115,52 @@ def stripe_headers(body: str, *, secret: str = STRIPE_SECRET, timestamp: int | N
 
 def dumps(payload: dict[str, Any]) -> str:
     return json.dumps(payload, separators=(",", ":"))
+
+
+# -- real processes ----------------------------------------------------------------------------
+
+
+@contextmanager
+def migrated_pg_database() -> Iterator[Settings]:
+    """A fresh, migrated PostgreSQL database of its own; dropped afterwards."""
+    name, url = create_pg_database("bw_webhooks")
+    settings = Settings(database_url=url)
+    try:
+        migrate.upgrade(settings)
+        yield settings
+    finally:
+        get_engine(settings).dispose()
+        drop_pg_database(name)
+
+
+def stack_env(settings: Settings, broker_url: str, **extra: str) -> dict[str, str]:
+    return process_env(
+        DATABASE_URL=settings.database_url,
+        CELERY_BROKER_URL=broker_url,
+        DODO_WEBHOOK_SECRET=DODO_SECRET,
+        STRIPE_WEBHOOK_SECRET=STRIPE_SECRET,
+        **extra,
+    )
+
+
+def post_dodo(base: str, payload: dict[str, Any], **kwargs: Any) -> httpx.Response:
+    body = dumps(payload)
+    return httpx.post(
+        base + "/webhooks/dodo", content=body, headers=dodo_headers(body, **kwargs), timeout=15
+    )
+
+
+def status_counts(settings: Settings) -> dict[str, int]:
+    with transaction(settings) as s:
+        rows = s.execute(select(InboxEvent.status, func.count()).group_by(InboxEvent.status))
+        return {status: count for status, count in rows}
+
+
+def wait_processed(settings: Settings, total: int, timeout: float = 60) -> None:
+    """Until ``total`` events are out of pending (processed or ignored or failed)."""
+
+    def done() -> bool:
+        counts = status_counts(settings)
+        return sum(counts.values()) >= total and counts.get("pending", 0) == 0
+
+    wait_until(done, timeout=timeout, interval=0.2, what=f"{total} inbox events processed")
