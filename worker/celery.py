@@ -58,7 +58,10 @@ def _transport_options(broker: str) -> dict[str, object]:
             # it later).
             "socket_connect_timeout": 1,
             "socket_timeout": 2,
+            # Establishing the publish connection: one immediate retry, no 2 s back-off sleep.
             "max_retries": 1,
+            "interval_start": 0,
+            "interval_step": 0.2,
         }
     # kombu's SQLAlchemy transport hands its options to create_engine(): Redis-only keys would
     # break every publish on the embedded default.
