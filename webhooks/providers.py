@@ -23,7 +23,6 @@ from sqlalchemy.exc import DataError
 from tasks.inbox import enqueue
 from webhooks.errors import ErrorOut, error_response
 from worker import inbox
-from worker.db import transaction
 
 log = logging.getLogger(__name__)
 
@@ -192,14 +191,13 @@ def _store(provider: str, event_id: str, event_type: str, payload: dict[str, Any
     # One short transaction; OperationalError (database down) becomes 503 in webhooks.errors,
     # so a provider never gets a 2xx for an event that is not stored.
     try:
-        with transaction(current_app.config["SETTINGS"]) as session:
-            stored_id = inbox.record_event(
-                session,
-                provider=provider,
-                provider_event_id=event_id,
-                event_type=event_type,
-                payload=payload,
-            )
+        stored_id = inbox.store_event(
+            current_app.config["SETTINGS"],
+            provider=provider,
+            provider_event_id=event_id,
+            event_type=event_type,
+            payload=payload,
+        )
     except DataError:  # e.g. a lone surrogate PostgreSQL's json type refuses
         raise _Rejected(
             400, "MALFORMED_JSON", "body: not storable JSON (invalid unicode)", "body"
