@@ -34,7 +34,9 @@ SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 CREDIT = 100
 CUSTOMERS = 500
 CONNECTIONS = 16  # K concurrent clients
-WEB_WORKERS = 4
+WEB_WORKERS = 2  # one per core
+# Threads overlap the database and broker round trips, which dominate a request.
+WEB_EXTRA = ["--worker-class", "gthread", "--threads", "8"]
 
 LUA = r"""
 local requests = {}
@@ -105,12 +107,15 @@ def _reset(settings: Settings) -> None:
         connection.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
 
 
-def _raw_insert_worker(args: tuple[str, int, int, float]) -> int:
-    dsn, worker, per_worker, deadline = args
+def _raw_insert_worker(args: tuple[str, int, float]) -> float:
+    dsn, worker, seconds = args
     done = 0
     payload = json.dumps({"type": "payment.succeeded", "data": {"x": "y" * 900}})
     with psycopg.connect(dsn) as conn:
-        while done < per_worker and time.monotonic() < deadline:
+        # The clock starts once connected: process start-up is not part of the reference.
+        started = time.monotonic()
+        deadline = started + seconds
+        while time.monotonic() < deadline:
             with conn.transaction():
                 conn.execute(
                     "INSERT INTO inbox_events (provider, provider_event_id, event_type, payload,"
@@ -119,16 +124,14 @@ def _raw_insert_worker(args: tuple[str, int, int, float]) -> int:
                     (f"raw_{worker}_{done}", payload),
                 )
             done += 1
-    return done
+    return done / (time.monotonic() - started)
 
 
 def raw_inbox_inserts_per_second(dsn: str, clients: int, seconds: float) -> float:
     """The reference: K psycopg clients, one committed ON CONFLICT insert per event."""
-    deadline = time.monotonic() + seconds
-    started = time.monotonic()
     with multiprocessing.get_context("spawn").Pool(clients) as pool:
-        counts = pool.map(_raw_insert_worker, [(dsn, w, 10**9, deadline) for w in range(clients)])
-    return sum(counts) / (time.monotonic() - started)
+        rates = pool.map(_raw_insert_worker, [(dsn, w, seconds) for w in range(clients)])
+    return sum(rates)
 
 
 def _wrk(base: str, requests_file: Path, script: Path, seconds: int) -> dict[str, int]:
@@ -187,7 +190,7 @@ def run(ctx: Context) -> list[Row]:
         )
         worker = celery_worker(env, workdir, concurrency=2, extra=["--loglevel", "WARNING"])
         try:
-            with gunicorn(env, workdir, workers=WEB_WORKERS) as base:
+            with gunicorn(env, workdir, workers=WEB_WORKERS, extra=WEB_EXTRA) as base:
                 started = time.monotonic()
                 figures = _wrk(base, requests_file, script, seconds)
             accepted = figures["requests"] - figures["non2xx"] - figures["errors"]
@@ -228,7 +231,7 @@ def run(ctx: Context) -> list[Row]:
             goal=">= 1000/s",
             reference="raw_inbox_insert",
             ratio=ctx.ratio(accepted_per_s, "raw_inbox_insert"),
-            note=f"wrk -c{CONNECTIONS}, gunicorn {WEB_WORKERS} workers, worker running; "
+            note=f"wrk -c{CONNECTIONS}, gunicorn {WEB_WORKERS}x8 gthread, Celery worker running; "
             f"{figures['non2xx']} non-2xx",
         ),
         Row("webhooks", "receiver p99", figures["p99_us"] / 1000, "ms", goal="milliseconds"),
