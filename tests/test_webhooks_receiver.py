@@ -22,6 +22,13 @@ from worker.celery import app as celery_app
 from worker.models import InboxEvent
 
 
+@pytest.fixture(params=["postgresql"])
+def backend(request: pytest.FixtureRequest) -> str:
+    """PostgreSQL only: the receiver's SQLite path is covered by test_serve_embedded and the
+    inbox core tests, and the malformed-input matrix need not run twice."""
+    return request.param
+
+
 @pytest.fixture(autouse=True)
 def _memory_broker():
     """Enqueues from the in-process app go to kombu's in-memory transport (no files, no
