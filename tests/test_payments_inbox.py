@@ -246,6 +246,27 @@ def test_stripe_payment_intent_and_checkout_session_credit_once(tx) -> None:
     assert entry.idempotency_key == "payment:pi_1"
 
 
+def test_stripe_intent_without_metadata_then_checkout_session_credits(tx) -> None:
+    customer = _stripe_customer(tx)
+    bare_intent = {**_intent(customer), "metadata": {}}
+    checkout = stripe_event(
+        "checkout.session.completed",
+        {
+            "id": "cs_3",
+            "object": "checkout.session",
+            "payment_intent": "pi_1",
+            "payment_status": "paid",
+            "amount_total": 1500,
+            "currency": "usd",
+            "metadata": {"wallet_customer_id": customer, "wallet_credit": "1500"},
+        },
+    )
+    intent_event = receive(tx, stripe_event("payment_intent.succeeded", bare_intent), "stripe")
+    assert process(tx, intent_event).status == "ignored"
+    assert process(tx, receive(tx, checkout, provider="stripe")).status == "processed"
+    assert balance(tx, customer) == 1500
+
+
 def test_stripe_unpaid_checkout_is_ignored(tx) -> None:
     checkout = stripe_event(
         "checkout.session.completed",

@@ -66,8 +66,15 @@ def credit_topup(
     payment_currency: str,
 ) -> Handled:
     """Credit a top-up payment once and remember it for its refunds."""
-    known = _topup(session, provider, payment_id)
-    if known is not None:  # e.g. Stripe's payment_intent.succeeded after checkout.session
+    # Locked: Stripe's checkout.session.completed and payment_intent.succeeded for one payment
+    # may be processed concurrently.
+    known = session.scalar(
+        select(TopupPayment)
+        .where(TopupPayment.provider == provider, TopupPayment.payment_id == payment_id)
+        .with_for_update()
+    )
+    if known is not None and known.credited_amount > 0:
+        # e.g. Stripe's payment_intent.succeeded after its checkout.session.completed
         return Handled(
             "processed",
             {"payment_id": payment_id, "duplicate": True, "entry_id": known.ledger_entry_id},
@@ -87,19 +94,17 @@ def credit_topup(
         entry = posted.entry
     except DuplicateEntry as exc:
         entry = exc.entry
-    session.add(
-        TopupPayment(
-            provider=provider,
-            payment_id=payment_id,
-            customer_id=customer_id,
-            currency=entry.currency,
-            credited_amount=entry.amount,
-            payment_amount=payment_amount,
-            payment_currency=payment_currency,
-            reversed_amount=0,
-            ledger_entry_id=entry.id,
-        )
-    )
+    if known is None:
+        known = TopupPayment(provider=provider, payment_id=payment_id, reversed_amount=0)
+        session.add(known)
+    # An earlier event of this payment without top-up metadata recorded it as crediting
+    # nothing (the intent before its checkout session): this one carries the credit.
+    known.customer_id = customer_id
+    known.currency = entry.currency
+    known.credited_amount = entry.amount
+    known.payment_amount = payment_amount
+    known.payment_currency = payment_currency
+    known.ledger_entry_id = entry.id
     session.flush()
     return Handled(
         "processed",
