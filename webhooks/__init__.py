@@ -5,7 +5,7 @@ from __future__ import annotations
 from flask import Response, jsonify, redirect, request
 from flask_openapi3 import Info, OpenAPI
 
-from webhooks import api, charges, errors, health
+from webhooks import api, charges, errors, health, providers
 from webhooks.auth import SECURITY_SCHEMES, require_api_key
 from worker.config import Settings, get_settings
 
@@ -33,14 +33,22 @@ def create_app(settings: Settings | None = None) -> OpenAPI:
     app.json.sort_keys = False
     errors.register(app)
 
-    for blueprint in (api.bp, charges.bp):
-        # Blueprints are module-level: a second create_app() in one process (tests) must not
-        # add the hooks again (Flask refuses setup calls on a registered blueprint).
-        if require_api_key not in blueprint.before_request_funcs.get(None, []):
-            blueprint.before_request(require_api_key)
-            blueprint.before_request(_require_json_body)
+    # Hooks live on the app, not on the module-level blueprints, so create_app() can build
+    # several apps in one process (tests do) without mutating shared blueprint state.
+    api_blueprints = (api.bp, charges.bp)
+    protected = {bp.name for bp in api_blueprints}
+
+    @app.before_request
+    def _api_guard() -> Response | None:
+        if request.blueprint not in protected:
+            return None
+        return require_api_key() or _require_json_body()
+
+    for blueprint in api_blueprints:
         app.register_api(blueprint)
     app.register_api(health.bp)
+    # Authenticated by the provider's signature, not by an API key.
+    app.register_api(providers.bp)
 
     app.add_url_rule("/openapi.json", "openapi_json", lambda: jsonify(app.api_doc))
     app.add_url_rule("/docs", "docs_root", lambda: redirect("/docs/swagger", code=302))

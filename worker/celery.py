@@ -14,6 +14,12 @@ from worker.config import Settings, get_settings
 TASK_MODULES = ["tasks.inbox", "tasks.usage", "tasks.notifications", "tasks.maintenance"]
 DEFAULT_BROKER_URL = "sqla+sqlite:///celery-broker.db"
 
+# Operator-runnable tasks (`billing-worker tasks list|run NAME`): CLI name -> Celery task name.
+# Adding a task to the CLI is one line here.
+TASKS: dict[str, str] = {
+    "sweep-inbox": "tasks.inbox.sweep_inbox",
+}
+
 
 def make_celery(settings: Settings | None = None) -> Celery:
     settings = settings or get_settings()
@@ -32,10 +38,34 @@ def make_celery(settings: Settings | None = None) -> Celery:
         # The web process enqueues after commit; a dead broker must not hang a request.
         broker_connection_timeout=2,
         broker_connection_retry_on_startup=True,
-        broker_transport_options={"visibility_timeout": 3600, "max_retries": 1},
-        beat_schedule={},
+        broker_transport_options=_transport_options(broker),
+        beat_schedule={
+            "sweep-inbox": {
+                "task": TASKS["sweep-inbox"],
+                "schedule": float(settings.inbox_sweep_seconds),
+            },
+        },
     )
     return celery
+
+
+def _transport_options(broker: str) -> dict[str, object]:
+    if broker.startswith(("redis://", "rediss://")):
+        return {
+            "visibility_timeout": 3600,
+            # A dead or unreachable broker fails a publish in about a second instead of
+            # hanging the web request (the inbox row is already committed; the sweeper sends
+            # it later).
+            "socket_connect_timeout": 1,
+            "socket_timeout": 2,
+            # Establishing the publish connection: one immediate retry, no 2 s back-off sleep.
+            "max_retries": 1,
+            "interval_start": 0,
+            "interval_step": 0.2,
+        }
+    # kombu's SQLAlchemy transport hands its options to create_engine(): Redis-only keys would
+    # break every publish on the embedded default.
+    return {}
 
 
 app = make_celery()

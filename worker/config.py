@@ -54,6 +54,11 @@ class Settings:
         return replace(self, **changes)
 
     @property
+    def topup_map(self) -> dict[str, tuple[int, str]]:
+        """TOPUP_PRODUCTS parsed: product id -> (credit in minor units, currency)."""
+        return parse_topup_products(self.topup_products)
+
+    @property
     def is_sqlite(self) -> bool:
         return self.database_url.startswith("sqlite")
 
@@ -69,7 +74,7 @@ class Settings:
             broker_url=env.get("CELERY_BROKER_URL") or None,
             dodo_webhook_secret=env.get("DODO_WEBHOOK_SECRET") or None,
             stripe_webhook_secret=env.get("STRIPE_WEBHOOK_SECRET") or None,
-            topup_products=env.get("TOPUP_PRODUCTS", ""),
+            topup_products=_checked_topup_products(env.get("TOPUP_PRODUCTS", "")),
             inbox_sweep_seconds=_positive_int(env, "INBOX_SWEEP_SECONDS", 60),
             pricing_file=env.get("PRICING_FILE") or None,
             low_balance_thresholds=env.get("LOW_BALANCE_THRESHOLDS", ""),
@@ -133,6 +138,35 @@ def _fx_rates(value: str) -> dict[str, Decimal]:
             raise ConfigError(f"FX_RATES_TO_USD: cannot parse {pair!r} (expected CODE=RATE)")
         rates[code.strip().upper()] = parsed
     return rates
+
+
+def parse_topup_products(value: str) -> dict[str, tuple[int, str]]:
+    """``prod_a=10000:USD,prod_b=500000:INR`` -> {product id: (minor units, currency)}."""
+    products: dict[str, tuple[int, str]] = {}
+    for pair in filter(None, (p.strip() for p in value.split(","))):
+        product, sep, spec = pair.partition("=")
+        amount, colon, currency = spec.strip().partition(":")
+        product, amount, currency = product.strip(), amount.strip(), currency.strip().upper()
+        if (
+            not sep
+            or not colon
+            or not product
+            or not amount.isdigit()
+            or int(amount) <= 0
+            or not is_known_currency(currency)
+        ):
+            raise ConfigError(
+                f"TOPUP_PRODUCTS: cannot parse {pair!r} (expected PRODUCT_ID=MINOR_UNITS:CURRENCY)"
+            )
+        if product in products:
+            raise ConfigError(f"TOPUP_PRODUCTS: product {product!r} is listed twice")
+        products[product] = (int(amount), currency)
+    return products
+
+
+def _checked_topup_products(value: str) -> str:
+    parse_topup_products(value)  # fail at startup, not on the first payment
+    return value
 
 
 @lru_cache(maxsize=1)

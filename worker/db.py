@@ -55,6 +55,9 @@ def get_engine(settings: Settings | None = None) -> Engine:
                     pool_size=10,
                     max_overflow=20,
                     pool_pre_ping=True,
+                    # A request waits at most this long for a pooled connection: with the
+                    # database down the answer is a prompt 503, not a hung worker.
+                    pool_timeout=5,
                     connect_args={"connect_timeout": 5},
                 )
             _engines[url] = engine

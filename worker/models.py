@@ -321,3 +321,58 @@ class DeliveryAttempt(Base):
     latency_ms: Mapped[int | None] = mapped_column(Integer)
     error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class TopupPayment(Base):
+    """A provider payment seen by the inbox, and what it credited (0: not a wallet top-up).
+
+    Refunds find their payment here: the share to reverse is proportional to the payment, and
+    ``reversed_amount`` caps the sum of reversals at what the payment credited.
+    """
+
+    __tablename__ = "topup_payments"
+    __table_args__ = (
+        UniqueConstraint("provider", "payment_id"),
+        CheckConstraint("credited_amount >= 0", name="credited_non_negative"),
+        CheckConstraint("payment_amount >= 0", name="payment_amount_non_negative"),
+        CheckConstraint("reversed_amount >= 0", name="reversed_non_negative"),
+        CheckConstraint("reversed_amount <= credited_amount", name="reversed_le_credited"),
+    )
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    provider: Mapped[str] = mapped_column(String(32))
+    payment_id: Mapped[str] = mapped_column(String(255))
+    customer_id: Mapped[str | None] = mapped_column(String(64))
+    currency: Mapped[str | None] = mapped_column(String(3))  # the credited wallet's currency
+    credited_amount: Mapped[int] = mapped_column(BigInteger)
+    payment_amount: Mapped[int] = mapped_column(BigInteger)
+    payment_currency: Mapped[str] = mapped_column(String(3))
+    reversed_amount: Mapped[int] = mapped_column(BigInteger, default=0)
+    ledger_entry_id: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class TopupRefund(Base):
+    """One provider refund of a top-up payment, applied once: the share reversed and any
+    shortfall the wallet could not cover."""
+
+    __tablename__ = "topup_refunds"
+    __table_args__ = (
+        UniqueConstraint("provider", "refund_id"),
+        CheckConstraint("refund_amount >= 0", name="refund_amount_non_negative"),
+        CheckConstraint("share >= 0", name="share_non_negative"),
+        CheckConstraint("debited >= 0 AND shortfall >= 0", name="parts_non_negative"),
+        CheckConstraint("debited + shortfall = share", name="parts_sum"),
+        Index("ix_topup_refunds_provider_payment", "provider", "payment_id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    provider: Mapped[str] = mapped_column(String(32))
+    refund_id: Mapped[str] = mapped_column(String(255))
+    payment_id: Mapped[str] = mapped_column(String(255))
+    refund_amount: Mapped[int] = mapped_column(BigInteger)  # in the payment's currency
+    share: Mapped[int] = mapped_column(BigInteger)  # wallet minor units to reverse
+    debited: Mapped[int] = mapped_column(BigInteger)
+    shortfall: Mapped[int] = mapped_column(BigInteger)
+    ledger_entry_id: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -10,7 +10,7 @@ import sys
 import click
 from sqlalchemy.exc import OperationalError
 
-from worker.cli import apikeys, charges, core, serve
+from worker.cli import apikeys, charges, core, events, serve
 from worker.config import ConfigError
 from worker.errors import BillingError
 
@@ -28,6 +28,8 @@ for command in (
     core.verify,
     apikeys.apikeys,
     serve.serve,
+    events.events,
+    events.tasks_group,
 ):
     cli.add_command(command)
 for command in charges.COMMANDS:  # wallet charge|reverse|refund|charge-show

@@ -1,0 +1,122 @@
+"""``billing-worker events ...`` (the webhook inbox) and ``billing-worker tasks ...``."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import click
+
+from worker import inbox
+from worker.cli.common import json_option, session
+from worker.models import InboxEvent
+
+
+def _as_dict(event: InboxEvent, full: bool = False) -> dict[str, Any]:
+    data: dict[str, Any] = {
+        "id": event.id,
+        "provider": event.provider,
+        "provider_event_id": event.provider_event_id,
+        "event_type": event.event_type,
+        "status": event.status,
+        "attempts": event.attempts,
+        "error": event.error,
+        "received_at": event.received_at.isoformat(),
+        "processed_at": event.processed_at.isoformat() if event.processed_at else None,
+    }
+    if full:
+        data["result"] = event.result
+        data["payload"] = event.payload
+    return data
+
+
+@click.group()
+def events() -> None:
+    """The provider webhook inbox: list, inspect and replay stored events."""
+
+
+@events.command("list")
+@click.option("--status", type=click.Choice(inbox.STATUSES))
+@click.option("--provider", type=click.Choice(inbox.PROVIDERS))
+@click.option("--limit", type=click.IntRange(1, 10_000), default=50, show_default=True)
+@json_option
+def list_events(status: str | None, provider: str | None, limit: int, as_json: bool) -> None:
+    """Newest first."""
+    with session() as s:
+        found = inbox.list_events(s, status=status, provider=provider, limit=limit)
+        rows = [_as_dict(e) for e in found]
+    if as_json:
+        click.echo(json.dumps({"items": rows}, indent=2))
+        return
+    for row in rows:
+        line = (
+            f"{row['id']:>8}  {row['provider']:<6}  {row['status']:<9}  "
+            f"{row['event_type']:<28}  {row['provider_event_id']}  attempts={row['attempts']}"
+        )
+        if row["error"]:
+            line += f"  error={row['error']}"
+        click.echo(line)
+
+
+@events.command("show")
+@click.argument("event_id", type=int)
+def show_event(event_id: int) -> None:
+    """One event with its payload, result and error (JSON)."""
+    with session() as s:
+        data = _as_dict(inbox.get_event(s, event_id), full=True)
+    click.echo(json.dumps(data, indent=2))
+
+
+@events.command("replay")
+@click.argument("event_id", type=int)
+def replay_event(event_id: int) -> None:
+    """Re-run a failed or ignored event now, in this process. Still exactly-once: its ledger
+    effects carry business idempotency keys."""
+    with session() as s:
+        inbox.reset_for_replay(s, event_id)
+    with session() as s:
+        outcome = inbox.process_event(s, event_id)
+    with session() as s:
+        event = inbox.get_event(s, event_id)
+        detail = event.error if event.status == "failed" or outcome.waiting else event.result
+    click.echo(f"event {event_id}: {event.status}" + (f" ({detail})" if detail else ""))
+
+
+@click.group("tasks")
+def tasks_group() -> None:
+    """Scheduled and operator tasks: list them, run one now."""
+
+
+@tasks_group.command("list")
+def list_tasks() -> None:
+    from worker.celery import TASKS, app
+
+    schedule = {entry["task"]: entry["schedule"] for entry in app.conf.beat_schedule.values()}
+    for name, task in TASKS.items():
+        every = schedule.get(task)
+        click.echo(f"{name:<24} {task}" + (f"  (beat: every {every:g}s)" if every else ""))
+
+
+@tasks_group.command("run")
+@click.argument("name")
+@click.option(
+    "--sync",
+    is_flag=True,
+    help="Run it here, now, with every task it sends also run in-process (no broker needed).",
+)
+def run_task(name: str, sync: bool) -> None:
+    """Send task NAME to the workers, or run it in this process with --sync."""
+    from worker.celery import TASKS, app
+
+    if name not in TASKS:
+        raise click.ClickException(f"unknown task {name!r}; known: {', '.join(TASKS)}")
+    if not sync:
+        result = app.send_task(TASKS[name])
+        click.echo(f"{name}: sent ({result.id})")
+        return
+    app.loader.import_default_modules()
+    # Eager mode: the tasks it sends (e.g. process_event per swept row) run here too.
+    app.conf.task_always_eager = True
+    app.conf.task_eager_propagates = True
+    result = app.tasks[TASKS[name]].apply()
+    click.echo(f"{name}: {result.get()}")
