@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import json
+from typing import Any
+
 from flask import Response, jsonify, redirect, request
+from flask.json.provider import DefaultJSONProvider
 from flask_openapi3 import Info, OpenAPI
+from werkzeug.exceptions import BadRequest
 
 from webhooks import api, errors, health
 from webhooks.auth import SECURITY_SCHEMES, require_api_key
@@ -30,7 +35,7 @@ def create_app(settings: Settings | None = None) -> OpenAPI:
     )
     app.config["SETTINGS"] = settings
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
-    app.json.sort_keys = False
+    app.json = StrictJSONProvider(app)
     errors.register(app)
 
     for blueprint in (api.bp,):
@@ -44,8 +49,32 @@ def create_app(settings: Settings | None = None) -> OpenAPI:
     return app
 
 
+class StrictJSONProvider(DefaultJSONProvider):
+    """Standard JSON only: ``NaN``/``Infinity`` and absurd nesting are malformed input (400).
+
+    Python's parser accepts ``NaN`` (which no database JSON column or JSON client accepts back)
+    and recurses once per nesting level (a 1 MiB ``[[[[...`` would raise RecursionError, a 500).
+    """
+
+    sort_keys = False
+
+    @staticmethod
+    def _reject_constant(name: str) -> Any:
+        raise ValueError(f"{name} is not valid JSON")
+
+    def loads(self, s: str | bytes, **kwargs: Any) -> Any:
+        try:
+            return json.loads(s, parse_constant=self._reject_constant, **kwargs)
+        except RecursionError as exc:
+            raise ValueError("JSON nested too deeply") from exc
+
+
 def _require_json_body() -> Response | None:
-    """Malformed JSON is a 400; a body that is not JSON at all is a 422 naming the header."""
+    """A body must be a JSON object: malformed JSON is a 400; anything else a 422 naming it.
+
+    An empty body passes through: a route that needs one answers 422 ``body`` from its model,
+    and a route without a body model does not care.
+    """
     if request.method not in ("POST", "PUT", "PATCH") or not request.get_data(cache=True):
         return None
     if not request.is_json:
@@ -55,6 +84,12 @@ def _require_json_body() -> Response | None:
             "content-type: expected application/json",
             field="content-type",
         )
-    if request.get_json(silent=True) is None:
+    try:
+        body = request.get_json()
+    except BadRequest:
         return errors.error_response(400, "MALFORMED_JSON", "body: not valid JSON", field="body")
+    if not isinstance(body, dict):
+        return errors.error_response(
+            422, "VALIDATION_ERROR", "body: must be a JSON object", field="body"
+        )
     return None
