@@ -39,9 +39,12 @@ def create_app(settings: Settings | None = None) -> OpenAPI:
     errors.register(app)
 
     for blueprint in (api.bp,):
-        blueprint.before_request(require_api_key)
-        blueprint.before_request(_require_json_body)
         app.register_api(blueprint)
+        # Hooked on the app, keyed by blueprint, so create_app() can run more than once per
+        # process (tests); blueprint.before_request() would mutate the module-level blueprint.
+        app.before_request_funcs.setdefault(blueprint.name, []).extend(
+            [require_api_key, _require_json_body]
+        )
     app.register_api(health.bp)
 
     app.add_url_rule("/openapi.json", "openapi_json", lambda: jsonify(app.api_doc))

@@ -124,7 +124,15 @@ class CustomerListQuery(PageQuery):
 
 
 class CustomerCreate(_Body):
-    email: _text(3, 320, examples=["ada@example.com"]) = Field(pattern=r"^[^@\s\x00]+@[^@\s\x00]+$")
+    email: Annotated[
+        StrictStr,
+        Field(
+            min_length=3,
+            max_length=320,
+            pattern=r"^[^@\s\x00]+@[^@\s\x00]+$",
+            examples=["ada@example.com"],
+        ),
+    ]
     name: _text(1, 500, examples=["Ada Lovelace"])
     phone_number: _text(0, 64) | None = None
     metadata: Metadata | None = Field(
