@@ -355,9 +355,8 @@ def test_bad_ledger_entry_is_422_naming_the_field(
     assert client.get(entries_url(customer_id), headers=AUTH).json["items"] == []
 
 
-def test_lowercase_currency_is_accepted(client: FlaskClient, customer_id) -> None:
-    r = post_entry(client, customer_id, amount=5, currency="usd")
-    assert (r.status_code, r.json["currency"]) == (200, "USD")
+def test_currency_must_be_upper_case_as_in_dodo(client: FlaskClient, customer_id) -> None:
+    assert_error(post_entry(client, customer_id, amount=5, currency="usd"), 422, "VALIDATION_ERROR")
 
 
 def test_balance_cannot_exceed_the_json_safe_maximum(client: FlaskClient, customer_id) -> None:

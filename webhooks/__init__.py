@@ -12,6 +12,7 @@ from werkzeug.exceptions import BadRequest
 
 from webhooks import api, errors, health
 from webhooks.auth import SECURITY_SCHEMES, require_api_key
+from webhooks.schemas import CURRENCY_PATTERN
 from worker.config import Settings, get_settings
 
 MAX_BODY_BYTES = 1024 * 1024
@@ -47,9 +48,22 @@ def create_app(settings: Settings | None = None) -> OpenAPI:
         )
     app.register_api(health.bp)
 
+    _document_currencies(app.api_doc, settings.wallet_currencies)
     app.add_url_rule("/openapi.json", "openapi_json", lambda: jsonify(app.api_doc))
     app.add_url_rule("/docs", "docs_root", lambda: redirect("/docs/swagger", code=302))
     return app
+
+
+def _document_currencies(node: Any, currencies: tuple[str, ...]) -> None:
+    """Give every currency field of the spec the configured codes as its enum."""
+    if isinstance(node, dict):
+        if node.get("pattern") == CURRENCY_PATTERN:
+            node["enum"] = list(currencies)
+        for value in node.values():
+            _document_currencies(value, currencies)
+    elif isinstance(node, list):
+        for value in node:
+            _document_currencies(value, currencies)
 
 
 class StrictJSONProvider(DefaultJSONProvider):

@@ -8,10 +8,11 @@ PostgreSQL cannot store them, and a client must get a 422 naming the field, not 
 from __future__ import annotations
 
 import math
+from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import (
-    AwareDatetime,
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -47,51 +48,82 @@ Amount = Annotated[
         examples=[10000],
     ),
 ]
+# create_app() lists the configured currencies (WALLET_CURRENCIES) as this field's enum in
+# /openapi.json; it finds the fields by this pattern.
+CURRENCY_PATTERN = r"^[A-Z]{3}$"
 Currency = Annotated[
     StrictStr,
     Field(
-        pattern=r"^[A-Za-z]{3}$",
-        description="ISO 4217 code of a configured wallet currency (WALLET_CURRENCIES); "
-        "case-insensitive.",
-        examples=["USD", "INR"],
+        pattern=CURRENCY_PATTERN,
+        description="ISO 4217 code of a configured wallet currency (WALLET_CURRENCIES), "
+        "upper case as in Dodo's API.",
     ),
 ]
 
 
 def _metadata_value(value: Any) -> Any:
-    # One clear error per bad value instead of pydantic's one-per-union-member noise.
+    # One clear error per bad value instead of pydantic's one-per-union-member noise. NUL is
+    # fine here: metadata is stored as JSON text, where it is the escape \u0000.
     if value is None or isinstance(value, bool | int):
         return value
     if isinstance(value, float) and math.isfinite(value):
         return value
-    if isinstance(value, str) and "\x00" not in value:
-        try:
-            value.encode("utf-8")  # lone surrogates cannot be stored as JSON text
-        except UnicodeEncodeError:
-            pass
-        else:
-            return value
+    if isinstance(value, str) and _encodable(value):
+        return value
     raise PydanticCustomError(
-        "metadata_value",
-        "must be a string (without NUL), a finite number, a boolean or null",
+        "metadata_value", "must be a string, a finite number, a boolean or null"
     )
+
+
+def _metadata_key(value: Any) -> str:
+    if isinstance(value, str) and _encodable(value):
+        return value
+    raise PydanticCustomError("metadata_key", "keys must be valid Unicode strings")
+
+
+def _encodable(value: str) -> bool:
+    # A lone UTF-16 surrogate ("\ud800") parses in Python but no database stores it.
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 MetadataValue = Annotated[
     str | int | float | bool | None,
     PlainValidator(_metadata_value),
     WithJsonSchema(
-        {
-            "anyOf": [
-                {"type": "string", "pattern": NO_NUL},
-                {"type": "number"},
-                {"type": "boolean"},
-                {"type": "null"},
-            ]
-        }
+        {"anyOf": [{"type": "string"}, {"type": "number"}, {"type": "boolean"}, {"type": "null"}]}
     ),
 ]
-Metadata = dict[_text(0, 255), MetadataValue]
+MetadataKey = Annotated[StrictStr, AfterValidator(_metadata_key)]
+Metadata = dict[MetadataKey, MetadataValue]
+
+
+def _timestamp(value: Any) -> datetime:
+    # pydantic's lax datetime also takes numbers as Unix times ("0.5"); the spec says RFC 3339.
+    if isinstance(value, datetime):
+        parsed = value
+    else:
+        try:
+            parsed = datetime.fromisoformat(str(value).upper().replace("Z", "+00:00"))
+        except ValueError:
+            parsed = None
+        if parsed is None or not isinstance(value, str) or "T" not in value.upper():
+            raise PydanticCustomError(
+                "timestamp", "must be an RFC 3339 timestamp, e.g. 2025-01-31T00:00:00Z"
+            )
+    if parsed.tzinfo is None:
+        raise PydanticCustomError("timestamp", "must include a UTC offset, e.g. Z or +05:30")
+    return parsed
+
+
+Timestamp = Annotated[
+    datetime,
+    PlainValidator(_timestamp),
+    WithJsonSchema({"type": "string", "format": "date-time"}),
+]
 
 
 class _Body(BaseModel):
@@ -115,10 +147,10 @@ class PageQuery(BaseModel):
 class CustomerListQuery(PageQuery):
     email: _text(0, 320, description="Only the customer with this email (case-insensitive).") = None
     name: _text(0, 500, description="Customers whose name contains this (case-insensitive).") = None
-    created_at_gte: AwareDatetime | None = Field(
+    created_at_gte: Timestamp | None = Field(
         None, description="Only customers created at or after this RFC 3339 timestamp."
     )
-    created_at_lte: AwareDatetime | None = Field(
+    created_at_lte: Timestamp | None = Field(
         None, description="Only customers created at or before this RFC 3339 timestamp."
     )
 
@@ -187,4 +219,4 @@ class LedgerEntryCreate(_Body):
 
 
 class LedgerEntryListQuery(PageQuery):
-    currency: Currency | None = Field(None, description="Only entries in this currency.")
+    currency: Currency = Field(None, description="Only entries in this currency.")
