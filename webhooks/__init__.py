@@ -48,8 +48,14 @@ def create_app(settings: Settings | None = None) -> OpenAPI:
         )
     app.register_api(health.bp)
 
-    _document_currencies(app.api_doc, settings.wallet_currencies)
-    app.add_url_rule("/openapi.json", "openapi_json", lambda: jsonify(app.api_doc))
+    def openapi_json() -> Response:
+        # Built on first request (flask-openapi3 caches it), after every blueprint is in.
+        spec = app.api_doc
+        _document_currencies(spec, settings.wallet_currencies)
+        return jsonify(spec)
+
+    app.add_url_rule("/openapi.json", "openapi_json", openapi_json)
+    app.view_functions["openapi.doc_url"] = openapi_json  # /docs/openapi.json (Swagger UI)
     app.add_url_rule("/docs", "docs_root", lambda: redirect("/docs/swagger", code=302))
     return app
 
