@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import json
+from typing import Any
+
 from flask import Response, jsonify, redirect, request
+from flask.json.provider import DefaultJSONProvider
 from flask_openapi3 import Info, OpenAPI
+from werkzeug.exceptions import BadRequest
 
 from webhooks import api, charges, errors, health, providers
 from webhooks.auth import SECURITY_SCHEMES, require_api_key
+from webhooks.schemas import CURRENCY_PATTERN
 from worker.config import Settings, get_settings
 
 MAX_BODY_BYTES = 1024 * 1024
@@ -30,33 +36,70 @@ def create_app(settings: Settings | None = None) -> OpenAPI:
     )
     app.config["SETTINGS"] = settings
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
-    app.json.sort_keys = False
+    app.json = StrictJSONProvider(app)
     errors.register(app)
 
-    # Hooks live on the app, not on the module-level blueprints, so create_app() can build
-    # several apps in one process (tests do) without mutating shared blueprint state.
-    api_blueprints = (api.bp, charges.bp)
-    protected = {bp.name for bp in api_blueprints}
-
-    @app.before_request
-    def _api_guard() -> Response | None:
-        if request.blueprint not in protected:
-            return None
-        return require_api_key() or _require_json_body()
-
-    for blueprint in api_blueprints:
+    for blueprint in (api.bp, charges.bp):
         app.register_api(blueprint)
+        # Hooked on the app, keyed by blueprint, so create_app() can run more than once per
+        # process (tests); blueprint.before_request() would mutate the module-level blueprint.
+        app.before_request_funcs.setdefault(blueprint.name, []).extend(
+            [require_api_key, _require_json_body]
+        )
     app.register_api(health.bp)
     # Authenticated by the provider's signature, not by an API key.
     app.register_api(providers.bp)
 
-    app.add_url_rule("/openapi.json", "openapi_json", lambda: jsonify(app.api_doc))
+    def openapi_json() -> Response:
+        # Built on first request (flask-openapi3 caches it), after every blueprint is in.
+        spec = app.api_doc
+        _document_currencies(spec, settings.wallet_currencies)
+        return jsonify(spec)
+
+    app.add_url_rule("/openapi.json", "openapi_json", openapi_json)
+    app.view_functions["openapi.doc_url"] = openapi_json  # /docs/openapi.json (Swagger UI)
     app.add_url_rule("/docs", "docs_root", lambda: redirect("/docs/swagger", code=302))
     return app
 
 
+def _document_currencies(node: Any, currencies: tuple[str, ...]) -> None:
+    """Give every currency field of the spec the configured codes as its enum."""
+    if isinstance(node, dict):
+        if node.get("pattern") == CURRENCY_PATTERN:
+            node["enum"] = list(currencies)
+        for value in node.values():
+            _document_currencies(value, currencies)
+    elif isinstance(node, list):
+        for value in node:
+            _document_currencies(value, currencies)
+
+
+class StrictJSONProvider(DefaultJSONProvider):
+    """Standard JSON only: ``NaN``/``Infinity`` and absurd nesting are malformed input (400).
+
+    Python's parser accepts ``NaN`` (which no database JSON column or JSON client accepts back)
+    and recurses once per nesting level (a 1 MiB ``[[[[...`` would raise RecursionError, a 500).
+    """
+
+    sort_keys = False
+
+    @staticmethod
+    def _reject_constant(name: str) -> Any:
+        raise ValueError(f"{name} is not valid JSON")
+
+    def loads(self, s: str | bytes, **kwargs: Any) -> Any:
+        try:
+            return json.loads(s, parse_constant=self._reject_constant, **kwargs)
+        except RecursionError as exc:
+            raise ValueError("JSON nested too deeply") from exc
+
+
 def _require_json_body() -> Response | None:
-    """Malformed JSON is a 400; a body that is not JSON at all is a 422 naming the header."""
+    """A body must be a JSON object: malformed JSON is a 400; anything else a 422 naming it.
+
+    An empty body passes through: a route that needs one answers 422 ``body`` from its model,
+    and a route without a body model does not care.
+    """
     if request.method not in ("POST", "PUT", "PATCH") or not request.get_data(cache=True):
         return None
     if not request.is_json:
@@ -66,6 +109,12 @@ def _require_json_body() -> Response | None:
             "content-type: expected application/json",
             field="content-type",
         )
-    if request.get_json(silent=True) is None:
+    try:
+        body = request.get_json()
+    except BadRequest:
         return errors.error_response(400, "MALFORMED_JSON", "body: not valid JSON", field="body")
+    if not isinstance(body, dict):
+        return errors.error_response(
+            422, "VALIDATION_ERROR", "body: must be a JSON object", field="body"
+        )
     return None

@@ -9,7 +9,7 @@ from flask import Response, current_app, jsonify
 from flask_openapi3 import APIBlueprint, Tag
 
 from webhooks.auth import BEARER_SECURITY
-from webhooks.errors import ErrorOut, error_response
+from webhooks.errors import BODY_RESPONSES, COMMON_RESPONSES, DuplicateOut, error_response
 from webhooks.schemas import (
     CustomerCreate,
     CustomerListQuery,
@@ -32,14 +32,12 @@ from worker.schemas import (
     dump,
 )
 
-ERRORS = {400: ErrorOut, 401: ErrorOut, 404: ErrorOut, 422: ErrorOut}
-
 bp = APIBlueprint(
     "wallet_api",
     __name__,
     abp_tags=[Tag(name="Customers & wallets")],
     abp_security=BEARER_SECURITY,
-    abp_responses=ERRORS,
+    abp_responses=COMMON_RESPONSES,
 )
 
 
@@ -47,7 +45,7 @@ def _tx():  # type: ignore[no-untyped-def]
     return transaction(current_app.config["SETTINGS"])
 
 
-@bp.post("/customers", responses={200: CustomerOut})
+@bp.post("/customers", responses={200: CustomerOut, **BODY_RESPONSES})
 def create_customer(body: CustomerCreate) -> Response:
     """Create a customer (and its wallets); an existing email returns that customer."""
     with _tx() as s:
@@ -63,10 +61,16 @@ def create_customer(body: CustomerCreate) -> Response:
 
 @bp.get("/customers", responses={200: CustomerListOut})
 def list_customers(query: CustomerListQuery) -> Response:
-    """List customers, newest first, optionally by email."""
+    """List customers, newest first; filter by email, name or creation time."""
     with _tx() as s:
         customers = ledger.list_customers(
-            s, email=query.email, page_number=query.page_number, page_size=query.page_size
+            s,
+            email=query.email,
+            name=query.name,
+            created_at_gte=query.created_at_gte,
+            created_at_lte=query.created_at_lte,
+            page_number=query.page_number,
+            page_size=query.page_size,
         )
         return jsonify(dump(CustomerListOut(items=[CustomerOut.of(c) for c in customers])))
 
@@ -78,10 +82,12 @@ def get_customer(path: CustomerPath) -> Response:
         return jsonify(dump(CustomerOut.of(ledger.get_customer(s, path.customer_id))))
 
 
-@bp.patch("/customers/<customer_id>", responses={200: CustomerOut})
+@bp.patch("/customers/<customer_id>", responses={200: CustomerOut, **BODY_RESPONSES})
 def patch_customer(path: CustomerPath, body: CustomerPatch) -> Response:
     """Change name, phone number, metadata or low-balance threshold overrides."""
-    changes = body.model_dump(exclude_unset=True)
+    changes = body.model_dump(exclude_unset=True, exclude={"email"})
+    if "metadata" in changes and changes["metadata"] is None:
+        changes["metadata"] = {}
     with _tx() as s:
         if changes.get("low_balance_thresholds"):
             changes["low_balance_thresholds"] = {
@@ -109,7 +115,7 @@ def list_wallets(path: CustomerPath) -> Response:
 
 @bp.post(
     "/customers/<customer_id>/wallets/ledger-entries",
-    responses={200: WalletOut, 409: ErrorOut},
+    responses={200: WalletOut, 409: DuplicateOut, **BODY_RESPONSES},
 )
 def create_ledger_entry(path: CustomerPath, body: LedgerEntryCreate) -> Response:
     """Credit or debit a wallet; answers with the updated wallet.
@@ -142,6 +148,7 @@ def duplicate_response(duplicate: DuplicateEntry, wallet: Wallet) -> Response:
         409,
         duplicate.code,
         duplicate.message,
+        **duplicate.details,
         entry=dump(LedgerEntryOut.of(duplicate.entry)),
         wallet=dump(WalletOut.of(wallet)),
     )

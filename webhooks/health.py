@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from flask import Response, current_app, jsonify
 from flask_openapi3 import APIBlueprint, Tag
+from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import text
 
 from worker.db import get_engine
@@ -11,7 +12,20 @@ from worker.db import get_engine
 bp = APIBlueprint("health", __name__, abp_tags=[Tag(name="Operations")])
 
 
-@bp.get("/healthz")
+class HealthOut(BaseModel):
+    """Each dependency: ``ok`` or ``down: <reason>``."""
+
+    model_config = ConfigDict(extra="allow")
+    database: str = Field(description="`ok`, or `down: <error class>`.", examples=["ok"])
+
+
+class HealthDownOut(HealthOut):
+    model_config = ConfigDict(
+        extra="allow", openapi_extra={"description": "A dependency is down (named in the body)."}
+    )
+
+
+@bp.get("/healthz", responses={200: HealthOut, 503: HealthDownOut})
 def healthz() -> Response:
     """Liveness and dependencies (no authentication)."""
     settings = current_app.config["SETTINGS"]

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import func, select, text, update
@@ -141,12 +143,28 @@ def find_customer_by_email(session: Session, email: str) -> Customer | None:
 
 
 def list_customers(
-    session: Session, *, email: str | None = None, page_number: int = 0, page_size: int = 10
+    session: Session,
+    *,
+    email: str | None = None,
+    name: str | None = None,
+    created_at_gte: datetime | None = None,
+    created_at_lte: datetime | None = None,
+    page_number: int = 0,
+    page_size: int = 10,
 ) -> list[Customer]:
+    """Customers, newest first; ``email`` matches exactly, ``name`` as a substring (both
+    case-insensitively), the ``created_at`` bounds are inclusive."""
     page_number, page_size = validate_page(page_number, page_size)
     query = select(Customer).order_by(Customer.created_at.desc(), Customer.customer_id)
     if email:
         query = query.where(Customer.email_normalized == email.strip().lower())
+    if name:
+        pattern = "%" + re.sub(r"([\\%_])", r"\\\1", name) + "%"
+        query = query.where(Customer.name.ilike(pattern, escape="\\"))
+    if created_at_gte is not None:
+        query = query.where(Customer.created_at >= created_at_gte)
+    if created_at_lte is not None:
+        query = query.where(Customer.created_at <= created_at_lte)
     return list(session.scalars(query.offset(page_number * page_size).limit(page_size)))
 
 
