@@ -1,0 +1,72 @@
+"""Named periodic tasks: what beat runs, what ``billing-worker tasks run NAME`` and
+``POST /admin/tasks/{name}`` trigger, and how to run each inline (``--sync``).
+
+Each area registers its own entries here; ``worker.celery`` builds ``beat_schedule`` from them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from worker.config import Settings
+
+
+@dataclass(frozen=True)
+class ScheduledTask:
+    name: str  # the operator's name, e.g. "check-low-balances"
+    task: str  # the Celery task name (send_task / celery call)
+    description: str
+    every: Callable[[Settings], float]  # beat interval in seconds
+    run_sync: Callable[[Settings], Any]  # the same work, inline, returning a JSON-able summary
+
+
+def _scan(settings: Settings) -> Any:
+    from worker import lowbalance
+
+    return lowbalance.scan(settings).as_dict()
+
+
+def _dispatch(settings: Settings) -> Any:
+    from worker import notify
+
+    return {"attempted": notify.dispatch_due(settings)}
+
+
+REGISTRY: dict[str, ScheduledTask] = {
+    t.name: t
+    for t in (
+        ScheduledTask(
+            name="check-low-balances",
+            task="tasks.notifications.scan_low_balances",
+            description="Find wallets whose low-balance state disagrees with their balance.",
+            every=lambda s: s.low_balance_scan_seconds,
+            run_sync=_scan,
+        ),
+        ScheduledTask(
+            name="dispatch-notifications",
+            task="tasks.notifications.dispatch_due",
+            description="Deliver due notifications (retries, and sends lost after commit).",
+            every=lambda s: s.notify_dispatch_seconds,
+            run_sync=_dispatch,
+        ),
+    )
+}
+
+
+def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
+    return {
+        t.name: {
+            "task": t.task,
+            "schedule": float(t.every(settings)),
+            # A run that waited longer than one interval is superseded by the next one.
+            "options": {"expires": float(t.every(settings))},
+        }
+        for t in REGISTRY.values()
+    }
+
+
+def lookup(name: str) -> ScheduledTask | None:
+    """By operator name or by Celery task name."""
+    return REGISTRY.get(name) or next((t for t in REGISTRY.values() if t.task == name), None)
