@@ -33,9 +33,7 @@ def _customer(s: Settings, email: str = "a@example.com") -> str:
 def _move(s: Settings, cid: str, amount: int, credit: bool) -> None:
     """Post one entry, then run the immediate check the worker would run after commit."""
     with transaction(s) as session:
-        ledger.post_entry(
-            session, customer_id=cid, currency="USD", amount=amount, is_credit=credit
-        )
+        ledger.post_entry(session, customer_id=cid, currency="USD", amount=amount, is_credit=credit)
     lowbalance.check_wallet(s, cid, "USD")
 
 

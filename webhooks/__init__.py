@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import logging
+
 from flask import Response, jsonify, redirect, request
 from flask_openapi3 import Info, OpenAPI
 
-from webhooks import api, errors, health
+from webhooks import admin, api, errors, health, metrics
 from webhooks.auth import SECURITY_SCHEMES, require_api_key
+from worker import commit_hooks
 from worker.config import Settings, get_settings
+from worker.logconfig import configure_logging
 
 MAX_BODY_BYTES = 1024 * 1024
 
@@ -33,11 +37,17 @@ def create_app(settings: Settings | None = None) -> OpenAPI:
     app.json.sort_keys = False
     errors.register(app)
 
-    for blueprint in (api.bp,):
+    for blueprint in (api.bp, admin.bp):
         blueprint.before_request(require_api_key)
         blueprint.before_request(_require_json_body)
         app.register_api(blueprint)
     app.register_api(health.bp)
+    app.register_api(metrics.bp)
+    metrics.instrument(app)
+    # Balance changes committed by requests get their low-balance check after commit.
+    commit_hooks.install()
+    if not logging.getLogger().handlers:  # gunicorn, flask run; a test runner keeps its own
+        configure_logging()
 
     app.add_url_rule("/openapi.json", "openapi_json", lambda: jsonify(app.api_doc))
     app.add_url_rule("/docs", "docs_root", lambda: redirect("/docs/swagger", code=302))

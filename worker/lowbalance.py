@@ -131,7 +131,7 @@ def reconcile(
         return _announce(
             session, customer_id, currency, row.low_state, target, moved.balance, threshold, source
         )
-    log.warning("low-balance state of %s/%s kept changing; left to the next scan", customer_id, currency)
+    log.warning("low-balance state of %s/%s kept changing; left to the scan", customer_id, currency)
     return None
 
 
@@ -296,4 +296,3 @@ def scan(settings: Settings) -> ScanResult:
     if result.transitions:
         log.info("low-balance scan", extra=result.as_dict())
     return result
-

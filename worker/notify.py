@@ -163,9 +163,7 @@ def enqueue_event(session: Session, event_type: str, data: dict[str, Any]) -> li
         targets.append(("webhook", None))
     # The endpoint list is read uncached here: a message is about to be written anyway.
     endpoints = session.execute(
-        select(WebhookEndpoint.id, WebhookEndpoint.events).where(
-            WebhookEndpoint.enabled.is_(True)
-        )
+        select(WebhookEndpoint.id, WebhookEndpoint.events).where(WebhookEndpoint.enabled.is_(True))
     ).all()
     targets += [("webhook", e.id) for e in endpoints if _subscribes(e.events, event_type)]
     if settings.smtp is not None and event_type in EMAIL_EVENT_TYPES:
@@ -339,7 +337,8 @@ def deliver(settings: Settings, message_id: str, *, force: bool = False) -> Outc
         )
         now = utcnow()
         if error is None:
-            values: dict[str, Any] = {"status": "delivered", "delivered_at": now, "last_error": None}
+            values: dict[str, Any] = {"status": "delivered", "delivered_at": now}
+            values["last_error"] = None
             status = "delivered"
         else:
             delay = None if permanent else retry_delay(settings, message.attempts)
@@ -430,4 +429,3 @@ def resend(session: Session, message_id: str) -> OutboxMessage:
     session.flush()
     session.info.setdefault(SESSION_KEY, []).append(message.id)
     return message
-
