@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Iterator
 from email import message_from_bytes
@@ -87,7 +88,7 @@ def test_failed_attempts_are_retried_on_schedule_with_same_webhook_id(
     assert all(d.verified for d in got)
     assert {d.webhook_id for d in got} == {message_id}
     # Each retry waited at least its scheduled delay (less the 10 % jitter).
-    gaps = [b.received_at - a.received_at for a, b in zip(got, got[1:], strict=False)]
+    gaps = [b.received_at - a.received_at for a, b in itertools.pairwise(got)]
     assert gaps[0] >= 0.3 * 0.9 and gaps[1] >= 0.6 * 0.9
     with transaction(s) as session:
         log = notify.attempts_of(session, message_id)
@@ -143,7 +144,7 @@ def test_balance_low_email_reaches_a_real_smtp_server(settings: Settings) -> Non
     received: list[bytes] = []
 
     class Handler:
-        async def handle_DATA(self, server, session, envelope):  # noqa: N802 - aiosmtpd's name
+        async def handle_DATA(self, server, session, envelope):
             received.append(envelope.content)
             return "250 OK"
 

@@ -64,7 +64,8 @@ def endpoints_list(as_json: bool) -> None:
         as_json,
         lambda: (
             "\n".join(
-                f"{r['id']} {r['url']} events={r['events']} {'enabled' if r['enabled'] else 'removed'}"
+                f"{r['id']} {r['url']} events={r['events']} "
+                + ("enabled" if r["enabled"] else "removed")
                 for r in rows
             )
             or "no endpoints"
