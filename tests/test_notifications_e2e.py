@@ -60,6 +60,21 @@ class Stack:
             timeout=60,
         )
 
+    def cli_here(self, *args: str) -> str:
+        """Run a CLI command in this process (no subprocess start-up) against the stack's DB."""
+        from click.testing import CliRunner
+
+        from worker.cli import cli
+        from worker.config import get_settings
+
+        get_settings.cache_clear()
+        try:
+            result = CliRunner(env={"DATABASE_URL": self.env["DATABASE_URL"]}).invoke(cli, args)
+        finally:
+            get_settings.cache_clear()
+        assert result.exit_code == 0, result.output
+        return result.output
+
     def messages(self, event_type: str) -> list[OutboxMessage]:
         with transaction(self.settings) as s:
             rows = s.scalars(select(OutboxMessage).where(OutboxMessage.event_type == event_type))
@@ -246,8 +261,8 @@ def test_manual_triggers(stack: Stack) -> None:
     }
     queued = stack.cli("tasks", "run", "check-low-balances")
     assert queued.returncode == 0 and "id=" in queued.stdout
-    listed = stack.cli("tasks", "list")
-    assert "check-low-balances" in listed.stdout and "dispatch-notifications" in listed.stdout
+    listed = stack.cli_here("tasks", "list")
+    assert "check-low-balances" in listed and "dispatch-notifications" in listed
     called = subprocess.run(
         [sys.executable, "-m", "celery", "-A", "worker", "call",
          "tasks.notifications.scan_low_balances"],
@@ -257,15 +272,14 @@ def test_manual_triggers(stack: Stack) -> None:
 
     admin = stack.api("POST", "/admin/tasks/check-low-balances")
     assert admin.status_code == 202 and len(admin.json()["task_id"]) == 36
-    key = stack.cli("apikeys", "create", "--json")
-    plain = json.loads(key.stdout)["key"]
+    plain = json.loads(stack.cli_here("apikeys", "create", "--json"))["key"]
     forbidden = stack.api("POST", "/admin/tasks/check-low-balances", key=plain)
     assert forbidden.status_code == 403 and forbidden.json()["code"] == "FORBIDDEN"
     unknown = stack.api("POST", "/admin/tasks/nope")
     assert unknown.status_code == 404 and unknown.json()["field"] == "name"
 
-    delivered = stack.cli("notifications", "list", "--status", "delivered", "--json")
-    items = json.loads(delivered.stdout)["items"]
+    delivered = stack.cli_here("notifications", "list", "--status", "delivered", "--json")
+    items = json.loads(delivered)["items"]
     low = next(i for i in items if i["event_type"] == "wallet.balance_low" and not i["endpoint_id"])
     before = len(stack.receiver.of("/default", "wallet.balance_low"))
     resent = stack.cli("notifications", "resend", low["id"])
@@ -304,3 +318,20 @@ def test_operations_endpoints(stack: Stack) -> None:
         if '"message_id"' in line
     )
     assert json.loads(log_line)["message_id"].startswith("msg_")
+
+
+def test_broker_down_never_fails_a_request_and_the_scan_catches_up(stack: Stack) -> None:
+    dead_broker = f"redis://127.0.0.1:{free_port()}/0"
+    env = {**stack.env, "CELERY_BROKER_URL": dead_broker}
+    env.pop("PROMETHEUS_MULTIPROC_DIR")
+    with gunicorn(env, stack.tmp, workers=1) as base:
+        down = httpx.get(base + "/healthz", timeout=10)
+        assert down.status_code == 503 and down.json()["broker"].startswith("down")
+        cut_off = Stack(base, env, stack.settings, stack.receiver, 0, stack.tmp)
+        cid = _customer(cut_off, "brokerless@example.com")
+        _entry(cut_off, cid, 4000, "credit")  # answered although nothing could be enqueued
+        _entry(cut_off, cid, 3500, "debit")
+    # The live worker's scheduled scan finds the crossing (armed by the wallet's history).
+    lows = stack.receiver.wait_for("/default", "wallet.balance_low", count=3, timeout=30)
+    mine = [d for d in lows if d.payload["data"]["customer_id"] == cid]
+    assert len(mine) == 1 and mine[0].payload["data"]["balance"] == 500

@@ -427,5 +427,5 @@ def resend(session: Session, message_id: str) -> OutboxMessage:
     message.next_attempt_at = utcnow()
     message.delivered_at = None
     session.flush()
-    session.info.setdefault(SESSION_KEY, []).append(message.id)
+    # Not enqueued after commit: the caller attempts it inline (and the sweeper retries).
     return message
