@@ -241,14 +241,32 @@ def candidate_queries(settings: Settings) -> list[Any]:
             )
         )
     queries.append(
-        select(Wallet.customer_id, Wallet.currency)
+        select(
+            Wallet.customer_id,
+            Wallet.currency,
+            Wallet.balance,
+            Wallet.low_state,
+            Customer.low_balance_thresholds,
+        )
         .join(Customer, Customer.customer_id == Wallet.customer_id)
         .where(Customer.low_balance_thresholds.is_not(None))
     )
     return queries
 
 
-def _stream(settings: Settings, query: Any) -> Iterator[tuple[str, str]]:
+def _may_disagree(row: Any, configured: dict[str, int]) -> bool:
+    """For an override customer's wallet: could reconcile() change anything?"""
+    threshold = overrides_of(row.low_balance_thresholds).get(row.currency)
+    if threshold is None:
+        threshold = configured.get(row.currency)
+    if threshold is None:
+        return False
+    if row.balance < threshold:
+        return row.low_state != "low"  # normal, or unarmed (armed by history?)
+    return row.low_state != "normal"
+
+
+def _stream(settings: Settings, query: Any) -> Iterator[Any]:
     engine = get_engine(settings)
     if engine.dialect.name == "postgresql":
         # A server-side cursor on its own connection: rows arrive in chunks, never all at once,
@@ -257,14 +275,13 @@ def _stream(settings: Settings, query: Any) -> Iterator[tuple[str, str]]:
             result = connection.execution_options(stream_results=True, yield_per=1000).execute(
                 query
             )
-            for row in result:
-                yield row.customer_id, row.currency
+            yield from result
             connection.rollback()
     else:
         # SQLite takes its write lock at BEGIN; a reader left open would block the writers, and
         # SQLite installs are small, so read the (index-selected) candidates first.
         with transaction(settings) as session:
-            rows = [(r.customer_id, r.currency) for r in session.execute(query)]
+            rows = list(session.execute(query))
         yield from rows
 
 
@@ -282,8 +299,12 @@ def scan(settings: Settings) -> ScanResult:
                     result.transitions.append(moved)
         batch.clear()
 
+    configured = settings.low_balance_threshold_map
     for query in candidate_queries(settings):
-        for key in _stream(settings, query):
+        for row in _stream(settings, query):
+            if "low_state" in row._fields and not _may_disagree(row, configured):
+                continue
+            key = (row.customer_id, row.currency)
             if key in seen:
                 continue
             seen.add(key)
