@@ -57,17 +57,6 @@ def overrides_of(raw: Any) -> dict[str, int]:
     }
 
 
-def threshold_for(session: Session, customer_id: str, currency: str) -> int | None:
-    """The customer's override for ``currency`` wins over LOW_BALANCE_THRESHOLDS."""
-    raw = session.scalar(
-        select(Customer.low_balance_thresholds).where(Customer.customer_id == customer_id)
-    )
-    override = overrides_of(raw).get(currency)
-    if override is not None:
-        return override
-    return settings_of(session).low_balance_threshold_map.get(currency)
-
-
 def _ever_reached(session: Session, customer_id: str, currency: str, threshold: int) -> bool:
     # An unarmed wallet whose arming check was lost (worker down when it was topped up) is
     # armed all the same if its history ever reached the threshold.
@@ -101,13 +90,19 @@ def reconcile(
     Never commits. Returns the transition made, or None when the state already agreed (or
     another checker made the move first).
     """
-    threshold = threshold_for(session, customer_id, currency)
-    if threshold is None:
-        return None
+    configured = settings_of(session).low_balance_threshold_map.get(currency)
     key = (Wallet.customer_id == customer_id, Wallet.currency == currency)
     for _ in range(5):
-        row = session.execute(select(Wallet.balance, Wallet.low_state).where(*key)).one_or_none()
+        # One round trip for the wallet and the customer's overrides.
+        row = session.execute(
+            select(Wallet.balance, Wallet.low_state, Customer.low_balance_thresholds)
+            .join(Customer, Customer.customer_id == Wallet.customer_id)
+            .where(*key)
+        ).one_or_none()
         if row is None:
+            return None
+        threshold = overrides_of(row.low_balance_thresholds).get(currency, configured)
+        if threshold is None:
             return None
         target = "low" if row.balance < threshold else "normal"
         if row.low_state == target:
