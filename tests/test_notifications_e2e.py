@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -335,3 +336,42 @@ def test_broker_down_never_fails_a_request_and_the_scan_catches_up(stack: Stack)
     lows = stack.receiver.wait_for("/default", "wallet.balance_low", count=3, timeout=30)
     mine = [d for d in lows if d.payload["data"]["customer_id"] == cid]
     assert len(mine) == 1 and mine[0].payload["data"]["balance"] == 500
+
+
+def test_concurrent_api_debits_crossing_at_once_notify_once(stack: Stack) -> None:
+    cid = _customer(stack, "concurrent@example.com")
+    _entry(stack, cid, 1400, "credit")
+    wait_until(lambda: _state(stack, cid) == "normal", what="wallet armed")
+    barrier = threading.Barrier(8)
+
+    def debit() -> None:
+        barrier.wait(10)
+        _entry(stack, cid, 100, "debit")  # 1400 -> 600: one of the eight crosses
+
+    threads = [threading.Thread(target=debit) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+
+    def settled() -> bool:
+        # Every entry announced and nothing pending: all eight checks have run.
+        mine = [
+            d
+            for d in stack.receiver.of("/default", "wallet.ledger_entry.created")
+            if d.payload["data"]["customer_id"] == cid
+        ]
+        with transaction(stack.settings) as s:
+            pending = s.scalars(
+                select(OutboxMessage.id).where(OutboxMessage.status == "pending")
+            ).all()
+        return len(mine) == 9 and not pending
+
+    wait_until(settled, timeout=30, what="all deliveries")
+    lows = [
+        d
+        for d in stack.receiver.of("/default", "wallet.balance_low")
+        if d.payload["data"]["customer_id"] == cid
+    ]
+    assert len(lows) == 1 and lows[0].payload["data"]["balance"] < 1000
+    assert _state(stack, cid) == "low"
