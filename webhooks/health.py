@@ -36,7 +36,11 @@ def _broker_status(settings) -> str:  # type: ignore[no-untyped-def]
     from kombu import Connection
 
     url = settings.broker_url or DEFAULT_BROKER_URL
-    options = {"socket_connect_timeout": BROKER_TIMEOUT, "socket_timeout": BROKER_TIMEOUT}
+    options = (
+        {"socket_connect_timeout": BROKER_TIMEOUT, "socket_timeout": BROKER_TIMEOUT}
+        if url.startswith("redis")
+        else {}
+    )
     try:
         with Connection(url, connect_timeout=BROKER_TIMEOUT, transport_options=options) as conn:
             conn.ensure_connection(

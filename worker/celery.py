@@ -35,7 +35,11 @@ def make_celery(settings: Settings | None = None) -> Celery:
         # The web process enqueues after commit; a dead broker must not hang a request.
         broker_connection_timeout=2,
         broker_connection_retry_on_startup=True,
-        broker_transport_options={"visibility_timeout": 3600, "max_retries": 1},
+        # Redis-only options: the SQLAlchemy transport hands its options to create_engine(),
+        # which rejects them (the embedded default's worker would not start).
+        broker_transport_options=(
+            {"visibility_timeout": 3600, "max_retries": 1} if broker.startswith("redis") else {}
+        ),
         beat_schedule=schedule.beat_schedule(settings),
     )
     # Balance changes committed in tasks get their low-balance check and notifications.
