@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import and_, exists, or_, select, update
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from worker import notify
@@ -31,7 +32,8 @@ from worker.models import Customer, LedgerEntry, Wallet
 
 log = logging.getLogger(__name__)
 
-BATCH = 500  # wallets reconciled per transaction during a scan
+# Wallets reconciled per transaction during a scan: few enough that row locks are brief.
+BATCH = 50
 
 
 @dataclass(frozen=True)
@@ -73,15 +75,6 @@ def _ever_reached(session: Session, customer_id: str, currency: str, threshold: 
     )
 
 
-def _latest_entry_id(session: Session, customer_id: str, currency: str) -> str | None:
-    return session.scalar(
-        select(LedgerEntry.id)
-        .where(LedgerEntry.customer_id == customer_id, LedgerEntry.currency == currency)
-        .order_by(LedgerEntry.seq.desc())
-        .limit(1)
-    )
-
-
 def reconcile(
     session: Session, customer_id: str, currency: str, *, source: str = "check"
 ) -> Transition | None:
@@ -114,17 +107,32 @@ def reconcile(
         # Conditional on the state we read: under READ COMMITTED a racing checker waits on the
         # row lock, then re-evaluates this WHERE against the committed row and matches nothing.
         condition = Wallet.balance < threshold if target == "low" else Wallet.balance >= threshold
+        # The entry that left the wallet at this balance, read under the row lock just taken.
+        latest_entry = (
+            select(LedgerEntry.id)
+            .where(LedgerEntry.customer_id == customer_id, LedgerEntry.currency == currency)
+            .order_by(LedgerEntry.seq.desc())
+            .limit(1)
+            .scalar_subquery()
+        )
         moved = session.execute(
             update(Wallet)
             .where(*key, Wallet.low_state == row.low_state, condition)
             .values(low_state=target)
-            .returning(Wallet.balance),
+            .returning(Wallet.balance, latest_entry.label("entry_id")),
             execution_options={"synchronize_session": False},
         ).first()
         if moved is None:
             continue  # the balance or the state changed under us: look again
         return _announce(
-            session, customer_id, currency, row.low_state, target, moved.balance, threshold, source
+            session,
+            customer_id,
+            currency,
+            (row.low_state, target),
+            moved.balance,
+            threshold,
+            moved.entry_id,
+            source,
         )
     log.warning("low-balance state of %s/%s kept changing; left to the scan", customer_id, currency)
     return None
@@ -134,12 +142,13 @@ def _announce(
     session: Session,
     customer_id: str,
     currency: str,
-    old: str,
-    new: str,
+    move: tuple[str, str],
     balance: int,
     threshold: int,
+    entry_id: str | None,
     source: str,
 ) -> Transition:
+    old, new = move
     event: str | None
     if new == "low":
         event, kind = "wallet.balance_low", "low"
@@ -155,7 +164,7 @@ def _announce(
             "currency": currency,
             "balance": balance,
             "threshold": threshold,
-            "ledger_entry_id": _latest_entry_id(session, customer_id, currency),
+            "ledger_entry_id": entry_id,
         }
         ids = tuple(m.id for m in notify.enqueue_event(session, event, data))
     LOW_BALANCE_TRANSITIONS.labels(kind=kind, source=source).inc()
@@ -280,20 +289,33 @@ def _stream(settings: Settings, query: Any) -> Iterator[Any]:
         yield from rows
 
 
+def _reconcile_batch(settings: Settings, batch: list[tuple[str, str]], result: ScanResult) -> None:
+    """Reconcile a few wallets per transaction (fewer commits); if that transaction fails (a
+    deadlock victim, say), redo them one per transaction so one wallet cannot block the rest."""
+    if not batch:
+        return
+    try:
+        with transaction(settings) as session:
+            moved = [reconcile(session, *key, source="scan") for key in batch]
+        result.transitions += [m for m in moved if m is not None]
+    except OperationalError:
+        for key in batch:
+            try:
+                with transaction(settings) as session:
+                    one = reconcile(session, *key, source="scan")
+            except OperationalError as exc:
+                log.warning("scan could not reconcile %s/%s: %s", *key, exc.orig)
+                continue
+            if one is not None:
+                result.transitions.append(one)
+    batch.clear()
+
+
 def scan(settings: Settings) -> ScanResult:
     """Find wallets whose state disagrees with their balance and fix them (scheduled scan)."""
     result = ScanResult()
     seen: set[tuple[str, str]] = set()
     batch: list[tuple[str, str]] = []
-
-    def flush() -> None:
-        with transaction(settings) as session:
-            for customer_id, currency in batch:
-                moved = reconcile(session, customer_id, currency, source="scan")
-                if moved is not None:
-                    result.transitions.append(moved)
-        batch.clear()
-
     configured = settings.low_balance_threshold_map
     for query in candidate_queries(settings):
         for row in _stream(settings, query):
@@ -306,9 +328,8 @@ def scan(settings: Settings) -> ScanResult:
             result.candidates += 1
             batch.append(key)
             if len(batch) >= BATCH:
-                flush()
-    if batch:
-        flush()
+                _reconcile_batch(settings, batch, result)
+    _reconcile_batch(settings, batch, result)
     if result.transitions:
         log.info("low-balance scan", extra=result.as_dict())
     return result
