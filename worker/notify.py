@@ -52,6 +52,7 @@ TIMEOUT_SECONDS = 10.0
 LEASE_SECONDS = 60
 JITTER = 0.1  # each retry delay is stretched or shrunk by up to 10 %
 SESSION_KEY = "bw_outbox_new"  # message ids written in this session, delivered after commit
+ENDPOINTS_KEY = "bw_endpoints"  # (transaction, enabled endpoints read in it)
 
 
 # -- endpoints -----------------------------------------------------------------------------
@@ -161,11 +162,9 @@ def enqueue_event(session: Session, event_type: str, data: dict[str, Any]) -> li
     targets: list[tuple[str, str | None]] = []
     if settings.notify_webhook is not None:
         targets.append(("webhook", None))
-    # The endpoint list is read uncached here: a message is about to be written anyway.
-    endpoints = session.execute(
-        select(WebhookEndpoint.id, WebhookEndpoint.events).where(WebhookEndpoint.enabled.is_(True))
-    ).all()
-    targets += [("webhook", e.id) for e in endpoints if _subscribes(e.events, event_type)]
+    targets += [
+        ("webhook", e.id) for e in _endpoints_in(session) if _subscribes(e.events, event_type)
+    ]
     if settings.smtp is not None and event_type in EMAIL_EVENT_TYPES:
         targets.append(("email", None))
     messages = [
@@ -182,11 +181,30 @@ def enqueue_event(session: Session, event_type: str, data: dict[str, Any]) -> li
         )
         for channel, endpoint_id in targets
     ]
+    # No flush here: the rows go out with the transaction's next flush, batched when a scan
+    # announces many crossings in one transaction.
     session.add_all(messages)
     if messages:
-        session.flush()
         session.info.setdefault(SESSION_KEY, []).extend(m.id for m in messages)
     return messages
+
+
+def _endpoints_in(session: Session) -> list[Any]:
+    """Enabled endpoints, read once per transaction (not from the few-seconds cache: a
+    message is being written, so a just-added endpoint must get it)."""
+    current = session.get_transaction()
+    cached = session.info.get(ENDPOINTS_KEY)
+    if cached is not None and cached[0] is current:
+        return cached[1]
+    endpoints = list(
+        session.execute(
+            select(WebhookEndpoint.id, WebhookEndpoint.events).where(
+                WebhookEndpoint.enabled.is_(True)
+            )
+        )
+    )
+    session.info[ENDPOINTS_KEY] = (current, endpoints)
+    return endpoints
 
 
 # -- delivery ------------------------------------------------------------------------------
