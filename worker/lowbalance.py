@@ -75,23 +75,35 @@ def _ever_reached(session: Session, customer_id: str, currency: str, threshold: 
     )
 
 
+def _read(session: Session, customer_id: str, currency: str) -> Any:
+    # One round trip for the wallet and the customer's overrides.
+    return session.execute(
+        select(Wallet.balance, Wallet.low_state, Customer.low_balance_thresholds)
+        .join(Customer, Customer.customer_id == Wallet.customer_id)
+        .where(Wallet.customer_id == customer_id, Wallet.currency == currency)
+    ).one_or_none()
+
+
 def reconcile(
-    session: Session, customer_id: str, currency: str, *, source: str = "check"
+    session: Session,
+    customer_id: str,
+    currency: str,
+    *,
+    source: str = "check",
+    observed: Any = None,
 ) -> Transition | None:
     """Bring one wallet's ``low_state`` in line with its balance; announce a crossing.
 
     Never commits. Returns the transition made, or None when the state already agreed (or
-    another checker made the move first).
+    another checker made the move first). ``observed`` (balance, low_state,
+    low_balance_thresholds as the scan just read them) saves the first read; it may be stale,
+    which the conditional UPDATE detects, and then the wallet is read afresh.
     """
     configured = settings_of(session).low_balance_threshold_map.get(currency)
     key = (Wallet.customer_id == customer_id, Wallet.currency == currency)
-    for _ in range(5):
-        # One round trip for the wallet and the customer's overrides.
-        row = session.execute(
-            select(Wallet.balance, Wallet.low_state, Customer.low_balance_thresholds)
-            .join(Customer, Customer.customer_id == Wallet.customer_id)
-            .where(*key)
-        ).one_or_none()
+    for attempt in range(5):
+        row = observed if attempt == 0 and observed is not None else None
+        row = row or _read(session, customer_id, currency)
         if row is None:
             return None
         threshold = overrides_of(row.low_balance_thresholds).get(currency, configured)
@@ -211,6 +223,16 @@ class ScanResult:
         }
 
 
+# What the scan reads of each candidate: enough for reconcile() to skip its first read.
+_CANDIDATE = select(
+    Wallet.customer_id,
+    Wallet.currency,
+    Wallet.balance,
+    Wallet.low_state,
+    Customer.low_balance_thresholds,
+).join(Customer, Customer.customer_id == Wallet.customer_id)
+
+
 def candidate_queries(settings: Settings) -> list[Any]:
     """SELECTs of (customer_id, currency) whose state may disagree with their balance.
 
@@ -228,7 +250,7 @@ def candidate_queries(settings: Settings) -> list[Any]:
             LedgerEntry.after_balance >= threshold,
         )
         queries.append(
-            select(Wallet.customer_id, Wallet.currency).where(
+            _CANDIDATE.where(
                 Wallet.currency == currency,
                 Wallet.balance < threshold,
                 or_(
@@ -238,28 +260,19 @@ def candidate_queries(settings: Settings) -> list[Any]:
             )
         )
         queries.append(
-            select(Wallet.customer_id, Wallet.currency).where(
+            _CANDIDATE.where(
                 Wallet.currency == currency,
                 Wallet.balance >= threshold,
                 Wallet.low_state == "low",
             )
         )
-    queries.append(
-        select(
-            Wallet.customer_id,
-            Wallet.currency,
-            Wallet.balance,
-            Wallet.low_state,
-            Customer.low_balance_thresholds,
-        )
-        .join(Customer, Customer.customer_id == Wallet.customer_id)
-        .where(Customer.low_balance_thresholds.is_not(None))
-    )
+    queries.append(_CANDIDATE.where(Customer.low_balance_thresholds.is_not(None)))
     return queries
 
 
 def _may_disagree(row: Any, configured: dict[str, int]) -> bool:
-    """For an override customer's wallet: could reconcile() change anything?"""
+    """Could reconcile() change anything? (Judged on the row as streamed, with the customer's
+    own threshold: a wallet under the configured threshold may be above its override.)"""
     threshold = overrides_of(row.low_balance_thresholds).get(row.currency)
     if threshold is None:
         threshold = configured.get(row.currency)
@@ -289,22 +302,29 @@ def _stream(settings: Settings, query: Any) -> Iterator[Any]:
         yield from rows
 
 
-def _reconcile_batch(settings: Settings, batch: list[tuple[str, str]], result: ScanResult) -> None:
+def _reconcile_batch(settings: Settings, batch: list[Any], result: ScanResult) -> None:
     """Reconcile a few wallets per transaction (fewer commits); if that transaction fails (a
     deadlock victim, say), redo them one per transaction so one wallet cannot block the rest."""
     if not batch:
         return
     try:
-        with transaction(settings) as session:
-            moved = [reconcile(session, *key, source="scan") for key in batch]
+        with transaction(settings) as session, session.no_autoflush:
+            # No autoflush: the batch's outbox rows are inserted together at commit, not one
+            # INSERT before each wallet's UPDATE.
+            moved = [
+                reconcile(session, r.customer_id, r.currency, source="scan", observed=r)
+                for r in batch
+            ]
         result.transitions += [m for m in moved if m is not None]
     except OperationalError:
-        for key in batch:
+        for r in batch:
             try:
                 with transaction(settings) as session:
-                    one = reconcile(session, *key, source="scan")
+                    one = reconcile(session, r.customer_id, r.currency, source="scan")
             except OperationalError as exc:
-                log.warning("scan could not reconcile %s/%s: %s", *key, exc.orig)
+                log.warning(
+                    "scan could not reconcile %s/%s: %s", r.customer_id, r.currency, exc.orig
+                )
                 continue
             if one is not None:
                 result.transitions.append(one)
@@ -315,18 +335,16 @@ def scan(settings: Settings) -> ScanResult:
     """Find wallets whose state disagrees with their balance and fix them (scheduled scan)."""
     result = ScanResult()
     seen: set[tuple[str, str]] = set()
-    batch: list[tuple[str, str]] = []
+    batch: list[Any] = []
     configured = settings.low_balance_threshold_map
     for query in candidate_queries(settings):
         for row in _stream(settings, query):
-            if "low_state" in row._fields and not _may_disagree(row, configured):
-                continue
             key = (row.customer_id, row.currency)
-            if key in seen:
-                continue
+            if key in seen or not _may_disagree(row, configured):
+                continue  # an override customer's wallet that agrees with its own threshold
             seen.add(key)
             result.candidates += 1
-            batch.append(key)
+            batch.append(row)
             if len(batch) >= BATCH:
                 _reconcile_batch(settings, batch, result)
     _reconcile_batch(settings, batch, result)
