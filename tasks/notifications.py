@@ -1,3 +1,38 @@
-"""Celery tasks (notifications)."""
+"""Celery tasks (notifications): low-balance checks and the outbox's delivery.
 
-from worker.celery import app  # noqa: F401
+Each task re-reads state from the database before acting, so redelivery is harmless.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from worker import lowbalance, notify
+from worker.celery import app
+from worker.config import get_settings
+
+
+@app.task(name="tasks.notifications.check_wallet", acks_late=True)
+def check_wallet(customer_id: str, currency: str) -> str | None:
+    """The immediate check enqueued after a committed balance change."""
+    moved = lowbalance.check_wallet(get_settings(), customer_id, currency)
+    return moved.event if moved else None
+
+
+@app.task(name="tasks.notifications.scan_low_balances", acks_late=True)
+def scan_low_balances() -> dict[str, int]:
+    """Beat's safety net: fix every wallet whose state disagrees with its balance."""
+    return lowbalance.scan(get_settings()).as_dict()
+
+
+@app.task(name="tasks.notifications.deliver", acks_late=True)
+def deliver(message_id: str) -> dict[str, Any]:
+    """One delivery attempt of one outbox message (a no-op unless it is pending and due)."""
+    outcome = notify.deliver(get_settings(), message_id)
+    return {"status": outcome.status, "status_code": outcome.status_code}
+
+
+@app.task(name="tasks.notifications.dispatch_due", acks_late=True)
+def dispatch_due() -> int:
+    """Beat's outbox sweeper: retries that are due, and sends lost after commit."""
+    return notify.dispatch_due(get_settings())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from typing import Any
 
 from flask import Response, jsonify, redirect, request
@@ -10,10 +11,12 @@ from flask.json.provider import DefaultJSONProvider
 from flask_openapi3 import Info, OpenAPI
 from werkzeug.exceptions import BadRequest
 
-from webhooks import api, charges, errors, health, providers
+from webhooks import admin, api, charges, errors, health, metrics, providers
 from webhooks.auth import SECURITY_SCHEMES, require_api_key
 from webhooks.schemas import CURRENCY_PATTERN
+from worker import commit_hooks
 from worker.config import Settings, get_settings
+from worker.logconfig import configure_logging
 
 MAX_BODY_BYTES = 1024 * 1024
 
@@ -39,7 +42,7 @@ def create_app(settings: Settings | None = None) -> OpenAPI:
     app.json = StrictJSONProvider(app)
     errors.register(app)
 
-    for blueprint in (api.bp, charges.bp):
+    for blueprint in (api.bp, charges.bp, admin.bp):
         app.register_api(blueprint)
         # Hooked on the app, keyed by blueprint, so create_app() can run more than once per
         # process (tests); blueprint.before_request() would mutate the module-level blueprint.
@@ -49,6 +52,12 @@ def create_app(settings: Settings | None = None) -> OpenAPI:
     app.register_api(health.bp)
     # Authenticated by the provider's signature, not by an API key.
     app.register_api(providers.bp)
+    app.register_api(metrics.bp)
+    metrics.instrument(app)
+    # Balance changes committed by requests get their low-balance check after commit.
+    commit_hooks.install()
+    if not logging.getLogger().handlers:  # gunicorn, flask run; a test runner keeps its own
+        configure_logging()
 
     def openapi_json() -> Response:
         # Built on first request (flask-openapi3 caches it), after every blueprint is in.

@@ -7,7 +7,10 @@ from flask_openapi3 import APIBlueprint, Tag
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import text
 
+from worker.celery import DEFAULT_BROKER_URL
 from worker.db import get_engine
+
+BROKER_TIMEOUT = 2.0
 
 bp = APIBlueprint("health", __name__, abp_tags=[Tag(name="Operations")])
 
@@ -35,7 +38,31 @@ def healthz() -> Response:
             connection.execute(text("SELECT 1"))
     except Exception as exc:  # any failure means "down"; the reason goes in the body
         status["database"] = f"down: {type(exc).__name__}"
+    status["broker"] = _broker_status(settings)
     healthy = all(v == "ok" for v in status.values())
     response = jsonify(status)
     response.status_code = 200 if healthy else 503
     return response
+
+
+def _broker_status(settings) -> str:  # type: ignore[no-untyped-def]
+    """Connect to the Celery broker with a short timeout (a dead broker must not hang us)."""
+    from kombu import Connection
+
+    url = settings.broker_url or DEFAULT_BROKER_URL
+    options = (
+        {"socket_connect_timeout": BROKER_TIMEOUT, "socket_timeout": BROKER_TIMEOUT}
+        if url.startswith("redis")
+        else {}
+    )
+    try:
+        with Connection(url, connect_timeout=BROKER_TIMEOUT, transport_options=options) as conn:
+            conn.ensure_connection(
+                max_retries=1, interval_start=0, interval_step=0, timeout=BROKER_TIMEOUT
+            )
+            client = getattr(conn.default_channel, "client", None)
+            if client is not None and hasattr(client, "ping"):
+                client.ping()
+    except Exception as exc:  # any failure means "down"; the reason goes in the body
+        return f"down: {type(exc).__name__}"
+    return "ok"

@@ -7,18 +7,15 @@ worker and beat run on one machine with no server at all.
 
 from __future__ import annotations
 
-from celery import Celery
+import logging
 
+from celery import Celery, signals
+
+from worker import commit_hooks, schedule
 from worker.config import Settings, get_settings
 
 TASK_MODULES = ["tasks.inbox", "tasks.usage", "tasks.notifications", "tasks.maintenance"]
 DEFAULT_BROKER_URL = "sqla+sqlite:///celery-broker.db"
-
-# Operator-runnable tasks (`billing-worker tasks list|run NAME`): CLI name -> Celery task name.
-# Adding a task to the CLI is one line here.
-TASKS: dict[str, str] = {
-    "sweep-inbox": "tasks.inbox.sweep_inbox",
-}
 
 
 def make_celery(settings: Settings | None = None) -> Celery:
@@ -39,13 +36,10 @@ def make_celery(settings: Settings | None = None) -> Celery:
         broker_connection_timeout=2,
         broker_connection_retry_on_startup=True,
         broker_transport_options=_transport_options(broker),
-        beat_schedule={
-            "sweep-inbox": {
-                "task": TASKS["sweep-inbox"],
-                "schedule": float(settings.inbox_sweep_seconds),
-            },
-        },
+        beat_schedule=schedule.beat_schedule(settings),
     )
+    # Balance changes committed in tasks get their low-balance check and notifications.
+    commit_hooks.install()
     return celery
 
 
@@ -66,6 +60,29 @@ def _transport_options(broker: str) -> dict[str, object]:
     # kombu's SQLAlchemy transport hands its options to create_engine(): Redis-only keys would
     # break every publish on the embedded default.
     return {}
+
+
+@signals.setup_logging.connect
+def _json_logs(loglevel: str | int | None = None, **_: object) -> None:
+    from worker.logconfig import configure_logging
+
+    configure_logging(loglevel)
+
+
+@signals.worker_process_init.connect
+def _serve_metrics(**_: object) -> None:
+    # Each prefork child has its own counters; child N serves them on WORKER_METRICS_PORT + N.
+    port = get_settings().worker_metrics_port
+    if not port:
+        return
+    from billiard.process import current_process
+    from prometheus_client import start_http_server
+
+    index = getattr(current_process(), "index", 0) or 0
+    try:
+        start_http_server(port + index, addr="0.0.0.0")  # noqa: S104 - scraped from outside
+    except OSError as exc:
+        logging.getLogger(__name__).warning("metrics port %s unavailable: %s", port + index, exc)
 
 
 app = make_celery()

@@ -5,11 +5,14 @@ Every variable is documented in the README's Configuration section; keep the two
 
 from __future__ import annotations
 
+import base64
+import binascii
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from decimal import Decimal, InvalidOperation
 from functools import lru_cache
+from urllib.parse import unquote, urlsplit
 
 from worker.money import is_known_currency
 
@@ -47,11 +50,52 @@ class Settings:
     notify_retry_schedule: str = "5,300,1800,7200,18000,36000,36000"
     smtp_url: str | None = None
     notify_email_to: str | None = None
+    notify_email_from: str = "billing-worker@localhost"
+    # How often beat sweeps the outbox for due (re)deliveries.
+    notify_dispatch_seconds: int = 5
+    # Celery prefork children serve Prometheus metrics on WORKER_METRICS_PORT + child index.
+    worker_metrics_port: int | None = None
     # Refund-to-wallet cap per refund, minor units; None means no cap.
     wallet_refund_max: int | None = None
 
     def with_overrides(self, **changes: object) -> Settings:
         return replace(self, **changes)
+
+    # -- parsed accessors (raise ConfigError naming the variable; from_env calls each once) --
+
+    @property
+    def low_balance_threshold_map(self) -> dict[str, int]:
+        """LOW_BALANCE_THRESHOLDS as ``{"USD": 1000}`` (minor units)."""
+        return parse_thresholds(self.low_balance_thresholds, "LOW_BALANCE_THRESHOLDS")
+
+    @property
+    def notify_retry_delays(self) -> tuple[float, ...]:
+        """NOTIFY_RETRY_SCHEDULE: seconds to wait after failed attempt 1, 2, ..."""
+        return _retry_schedule(self.notify_retry_schedule)
+
+    @property
+    def notify_webhook(self) -> tuple[str, str] | None:
+        """(url, secret) of NOTIFY_WEBHOOK_URL, or None when unset."""
+        if not self.notify_webhook_url:
+            return None
+        if not self.notify_webhook_secret:
+            raise ConfigError("NOTIFY_WEBHOOK_SECRET: required when NOTIFY_WEBHOOK_URL is set")
+        _http_url(self.notify_webhook_url, "NOTIFY_WEBHOOK_URL")
+        _whsec(self.notify_webhook_secret, "NOTIFY_WEBHOOK_SECRET")
+        return self.notify_webhook_url, self.notify_webhook_secret
+
+    @property
+    def smtp(self) -> SmtpTarget | None:
+        """SMTP_URL + NOTIFY_EMAIL_TO, or None when either is unset."""
+        if not self.smtp_url or not self.notify_email_to:
+            return None
+        return _smtp(self.smtp_url, self.notify_email_to, self.notify_email_from)
+
+    def validate(self) -> Settings:
+        """Parse every derived setting once so a malformed value fails at start-up."""
+        _ = (self.low_balance_threshold_map, self.notify_retry_delays, self.notify_webhook)
+        _ = self.smtp
+        return self
 
     @property
     def topup_map(self) -> dict[str, tuple[int, str]]:
@@ -86,10 +130,17 @@ class Settings:
             ),
             smtp_url=env.get("SMTP_URL") or None,
             notify_email_to=env.get("NOTIFY_EMAIL_TO") or None,
+            notify_email_from=env.get("NOTIFY_EMAIL_FROM") or "billing-worker@localhost",
+            notify_dispatch_seconds=_positive_int(env, "NOTIFY_DISPATCH_SECONDS", 5),
+            worker_metrics_port=(
+                _positive_int(env, "WORKER_METRICS_PORT", 0)
+                if env.get("WORKER_METRICS_PORT")
+                else None
+            ),
             wallet_refund_max=(
                 _positive_int(env, "WALLET_REFUND_MAX", 0) if env.get("WALLET_REFUND_MAX") else None
             ),
-        )
+        ).validate()
 
 
 def _database_url(value: str | None) -> str:
@@ -167,6 +218,87 @@ def parse_topup_products(value: str) -> dict[str, tuple[int, str]]:
 def _checked_topup_products(value: str) -> str:
     parse_topup_products(value)  # fail at startup, not on the first payment
     return value
+
+
+@dataclass(frozen=True)
+class SmtpTarget:
+    host: str
+    port: int
+    ssl: bool  # smtps:// (implicit TLS); smtp://...?starttls=1 upgrades a plain connection
+    starttls: bool
+    username: str | None
+    password: str | None
+    recipients: tuple[str, ...]
+    sender: str
+
+
+def parse_thresholds(value: str, name: str) -> dict[str, int]:
+    """``USD=1000,INR=80000`` -> ``{"USD": 1000, "INR": 80000}``; whole minor units >= 0."""
+    result: dict[str, int] = {}
+    for pair in filter(None, (p.strip() for p in value.split(","))):
+        code, sep, raw = pair.partition("=")
+        code, raw = code.strip().upper(), raw.strip()
+        if not sep or not is_known_currency(code) or not raw.isdigit():
+            raise ConfigError(f"{name}: cannot parse {pair!r} (expected CODE=MINOR_UNITS)")
+        result[code] = int(raw)
+    return result
+
+
+def _retry_schedule(value: str) -> tuple[float, ...]:
+    delays: list[float] = []
+    for part in filter(None, (p.strip() for p in value.split(","))):
+        try:
+            delay = float(part)
+        except ValueError:
+            delay = -1.0
+        if not (0 <= delay <= 7 * 86400):
+            raise ConfigError(
+                f"NOTIFY_RETRY_SCHEDULE: {part!r} is not a number of seconds (0..604800)"
+            )
+        delays.append(delay)
+    return tuple(delays)
+
+
+def _http_url(value: str, name: str) -> str:
+    parsed = urlsplit(value)
+    if parsed.scheme not in ("http", "https") or not parsed.hostname:
+        raise ConfigError(f"{name}: expected an http(s) URL, got {value!r}")
+    return value
+
+
+def _whsec(value: str, name: str) -> str:
+    body = value.removeprefix("whsec_")
+    try:
+        ok = value.startswith("whsec_") and bool(base64.b64decode(body + "==", validate=False))
+    except (binascii.Error, ValueError):
+        ok = False
+    if not ok:
+        raise ConfigError(f"{name}: expected a whsec_<base64> secret")
+    return value
+
+
+def _smtp(url: str, to: str, sender: str) -> SmtpTarget:
+    parsed = urlsplit(url)
+    recipients = tuple(a.strip() for a in to.split(",") if a.strip())
+    try:
+        port = parsed.port
+    except ValueError:
+        port = -1
+    if parsed.scheme not in ("smtp", "smtps") or not parsed.hostname or port == -1:
+        raise ConfigError(f"SMTP_URL: expected smtp://[user:pass@]host[:port], got {url!r}")
+    if not recipients or any("@" not in r for r in recipients):
+        raise ConfigError(f"NOTIFY_EMAIL_TO: expected comma-separated addresses, got {to!r}")
+    query = dict(p.partition("=")[::2] for p in parsed.query.split("&") if p)
+    return SmtpTarget(
+        host=parsed.hostname,
+        port=port or (465 if parsed.scheme == "smtps" else 25),
+        ssl=parsed.scheme == "smtps",
+        starttls=query.get("starttls") in ("1", "true", "yes"),
+        username=unquote(parsed.username) if parsed.username else None,
+        password=unquote(parsed.password) if parsed.password else None,
+        recipients=recipients,
+        sender=sender,
+    )
 
 
 @lru_cache(maxsize=1)

@@ -18,6 +18,7 @@ from sqlalchemy import func, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from worker import commit_hooks
 from worker.db import settings_of
 from worker.errors import (
     CustomerNotFound,
@@ -391,6 +392,7 @@ def _apply(
     )
     session.add(entry)
     session.flush()
+    commit_hooks.entry_posted(session, entry)  # low-balance check + notifications after commit
     return Posted(wallet=wallet, entry=entry)
 
 

@@ -25,6 +25,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
     true,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -109,6 +110,16 @@ class Customer(Base):
     low_balance_thresholds: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
+    __table_args__ = (
+        # The scan visits customers with threshold overrides without reading every customer.
+        Index(
+            "ix_customers_threshold_overrides",
+            "customer_id",
+            postgresql_where=text("low_balance_thresholds IS NOT NULL"),
+            sqlite_where=text("low_balance_thresholds IS NOT NULL"),
+        ),
+    )
+
 
 class Wallet(Base):
     __tablename__ = "wallets"
@@ -120,6 +131,14 @@ class Wallet(Base):
         CheckConstraint("low_state IN ('unarmed', 'normal', 'low')", name="low_state_valid"),
         # The low-balance scan walks only wallets whose balance is under some threshold.
         Index("ix_wallets_currency_balance", "currency", "balance"),
+        # ...and, to find recoveries, only wallets currently in the "low" state.
+        Index(
+            "ix_wallets_low_currency_balance",
+            "currency",
+            "balance",
+            postgresql_where=text("low_state = 'low'"),
+            sqlite_where=text("low_state = 'low'"),
+        ),
     )
 
     customer_id: Mapped[str] = mapped_column(

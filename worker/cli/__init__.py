@@ -10,7 +10,7 @@ import sys
 import click
 from sqlalchemy.exc import OperationalError
 
-from worker.cli import apikeys, charges, core, events, serve
+from worker.cli import apikeys, charges, core, events, notifications, serve
 from worker.config import ConfigError
 from worker.errors import BillingError
 
@@ -18,6 +18,9 @@ from worker.errors import BillingError
 @click.group()
 def cli() -> None:
     """Operate a billing-worker: wallets, ledger, webhooks inbox, usage, notifications."""
+    from worker import commit_hooks
+
+    commit_hooks.install()  # balance changes made here get their checks and notifications
 
 
 for command in (
@@ -29,7 +32,9 @@ for command in (
     apikeys.apikeys,
     serve.serve,
     events.events,
-    events.tasks_group,
+    notifications.endpoints,
+    notifications.notifications,
+    notifications.tasks,
 ):
     cli.add_command(command)
 for command in charges.COMMANDS:  # wallet charge|reverse|refund|charge-show

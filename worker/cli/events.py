@@ -1,4 +1,4 @@
-"""``billing-worker events ...`` (the webhook inbox) and ``billing-worker tasks ...``."""
+"""``billing-worker events ...``: the provider webhook inbox."""
 
 from __future__ import annotations
 
@@ -80,43 +80,3 @@ def replay_event(event_id: int) -> None:
         event = inbox.get_event(s, event_id)
         detail = event.error if event.status == "failed" or outcome.waiting else event.result
     click.echo(f"event {event_id}: {event.status}" + (f" ({detail})" if detail else ""))
-
-
-@click.group("tasks")
-def tasks_group() -> None:
-    """Scheduled and operator tasks: list them, run one now."""
-
-
-@tasks_group.command("list")
-def list_tasks() -> None:
-    from worker.celery import TASKS, app
-
-    schedule = {entry["task"]: entry["schedule"] for entry in app.conf.beat_schedule.values()}
-    for name, task in TASKS.items():
-        every = schedule.get(task)
-        click.echo(f"{name:<24} {task}" + (f"  (beat: every {every:g}s)" if every else ""))
-
-
-@tasks_group.command("run")
-@click.argument("name")
-@click.option(
-    "--sync",
-    is_flag=True,
-    help="Run it here, now, with every task it sends also run in-process (no broker needed).",
-)
-def run_task(name: str, sync: bool) -> None:
-    """Send task NAME to the workers, or run it in this process with --sync."""
-    from worker.celery import TASKS, app
-
-    if name not in TASKS:
-        raise click.ClickException(f"unknown task {name!r}; known: {', '.join(TASKS)}")
-    if not sync:
-        result = app.send_task(TASKS[name])
-        click.echo(f"{name}: sent ({result.id})")
-        return
-    app.loader.import_default_modules()
-    # Eager mode: the tasks it sends (e.g. process_event per swept row) run here too.
-    app.conf.task_always_eager = True
-    app.conf.task_eager_propagates = True
-    result = app.tasks[TASKS[name]].apply()
-    click.echo(f"{name}: {result.get()}")

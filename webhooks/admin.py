@@ -1,0 +1,58 @@
+"""``POST /admin/tasks/{name}``: enqueue a periodic task now (admin API keys only)."""
+
+from __future__ import annotations
+
+from flask import Response, g, jsonify
+from flask_openapi3 import APIBlueprint, Tag
+from pydantic import BaseModel, Field
+
+from webhooks.auth import BEARER_SECURITY
+from webhooks.errors import ErrorOut, error_response
+from worker import schedule
+
+bp = APIBlueprint(
+    "admin",
+    __name__,
+    url_prefix="/admin",
+    abp_tags=[Tag(name="Operations")],
+    abp_security=BEARER_SECURITY,
+    abp_responses={401: ErrorOut, 403: ErrorOut, 404: ErrorOut, 503: ErrorOut},
+)
+
+
+class TaskPath(BaseModel):
+    name: str = Field(max_length=200, description="A name from `billing-worker tasks list`.")
+
+
+class TaskEnqueuedOut(BaseModel):
+    name: str
+    task: str
+    task_id: str = Field(description="The Celery task id.")
+
+
+@bp.post("/tasks/<name>", responses={202: TaskEnqueuedOut})
+def run_task(path: TaskPath) -> Response:
+    """Enqueue periodic task ``name`` (e.g. ``check-low-balances``); answers its Celery id."""
+    if not getattr(g, "principal", None) or not g.principal.is_admin:
+        return error_response(403, "FORBIDDEN", "This route needs an API key with admin scope")
+    task = schedule.lookup(path.name)
+    if task is None:
+        return error_response(
+            404,
+            "TASK_NOT_FOUND",
+            f"name: unknown task {path.name!r}",
+            field="name",
+            known=list(schedule.REGISTRY),
+        )
+    from worker.celery import app
+
+    try:
+        result = app.send_task(task.task, retry=False, timeout=2.0)
+    except Exception:  # the broker is down: nothing was enqueued, say so
+        response = error_response(503, "BROKER_UNAVAILABLE", "The task broker is unavailable")
+        response.headers["Retry-After"] = "5"
+        return response
+    out = TaskEnqueuedOut(name=task.name, task=task.task, task_id=result.id)
+    response = jsonify(out.model_dump())
+    response.status_code = 202
+    return response

@@ -1,0 +1,104 @@
+"""``GET /metrics`` (Prometheus text format) and the per-request counters.
+
+With PROMETHEUS_MULTIPROC_DIR set (required under gunicorn with several workers), samples
+from every worker process are aggregated. Inbox and outbox lag are computed on each scrape.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Iterator
+
+from flask import Flask, Response, current_app, g, request
+from flask_openapi3 import APIBlueprint, Tag
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    generate_latest,
+    multiprocess,
+)
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+from sqlalchemy import func, select
+
+from worker.config import Settings
+from worker.db import transaction
+from worker.metrics import HTTP_LATENCY, HTTP_REQUESTS
+from worker.models import InboxEvent, OutboxMessage, utcnow
+
+log = logging.getLogger(__name__)
+bp = APIBlueprint("metrics", __name__, abp_tags=[Tag(name="Operations")])
+
+
+class LagCollector(Collector):
+    """Queue depth and age of the oldest waiting item, read from the database per scrape."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        now = utcnow()
+        with transaction(self.settings) as s:
+            inbox_count, inbox_oldest = s.execute(
+                select(func.count(), func.min(InboxEvent.received_at)).where(
+                    InboxEvent.status == "pending"
+                )
+            ).one()
+            outbox_count, outbox_oldest = s.execute(
+                select(func.count(), func.min(OutboxMessage.next_attempt_at)).where(
+                    OutboxMessage.status == "pending", OutboxMessage.next_attempt_at <= now
+                )
+            ).one()
+        for name, doc, count, oldest in (
+            ("billing_inbox", "webhooks stored but not processed", inbox_count, inbox_oldest),
+            ("billing_outbox", "notifications due but not delivered", outbox_count, outbox_oldest),
+        ):
+            yield GaugeMetricFamily(f"{name}_pending", f"Number of {doc}.", value=count or 0)
+            lag = (now - _aware(oldest)).total_seconds() if oldest is not None else 0.0
+            yield GaugeMetricFamily(
+                f"{name}_lag_seconds", f"Age of the oldest of the {doc}.", value=max(lag, 0.0)
+            )
+
+
+def _aware(value):  # type: ignore[no-untyped-def]
+    from datetime import UTC
+
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+@bp.get("/metrics")
+def metrics() -> Response:
+    """Prometheus metrics (no authentication: expose it only to your scraper)."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+        body = generate_latest(registry)
+    else:
+        body = generate_latest(REGISTRY)
+    lag = CollectorRegistry()
+    lag.register(LagCollector(current_app.config["SETTINGS"]))
+    try:
+        body += generate_latest(lag)
+    except Exception as exc:  # the database is down: still serve the counters
+        log.warning("lag metrics unavailable: %s", exc)
+    return Response(body, mimetype=CONTENT_TYPE_LATEST)
+
+
+def instrument(app: Flask) -> None:
+    """Count every request by route template (not raw path: bounded label values)."""
+
+    @app.before_request
+    def _start() -> None:
+        g._metrics_started = time.perf_counter()
+
+    @app.after_request
+    def _count(response: Response) -> Response:
+        route = request.url_rule.rule if request.url_rule is not None else "unmatched"
+        HTTP_REQUESTS.labels(route=route, method=request.method, status=response.status_code).inc()
+        started = g.get("_metrics_started")
+        if started is not None:
+            HTTP_LATENCY.labels(route=route).observe(time.perf_counter() - started)
+        return response
