@@ -5,9 +5,10 @@ from __future__ import annotations
 from flask import Response, jsonify, redirect, request
 from flask_openapi3 import Info, OpenAPI
 
-from webhooks import api, errors, health
+from webhooks import api, errors, health, usage
 from webhooks.auth import SECURITY_SCHEMES, require_api_key
 from worker.config import Settings, get_settings
+from worker.pricing import get_pricing
 
 MAX_BODY_BYTES = 1024 * 1024
 
@@ -15,6 +16,7 @@ MAX_BODY_BYTES = 1024 * 1024
 def create_app(settings: Settings | None = None) -> OpenAPI:
     """Build the Flask app; ``settings`` defaults to the environment's."""
     settings = settings or get_settings()
+    get_pricing(settings)  # a malformed PRICING_FILE stops start-up here, naming the problem
     app = OpenAPI(
         __name__,
         info=Info(
@@ -33,9 +35,12 @@ def create_app(settings: Settings | None = None) -> OpenAPI:
     app.json.sort_keys = False
     errors.register(app)
 
-    for blueprint in (api.bp,):
-        blueprint.before_request(require_api_key)
-        blueprint.before_request(_require_json_body)
+    for blueprint in (api.bp, usage.bp):
+        # Blueprints are module-level: a second create_app() in one process (tests) must not
+        # add the hooks again (Flask refuses setup calls on a registered blueprint).
+        if require_api_key not in blueprint.before_request_funcs.get(None, []):
+            blueprint.before_request(require_api_key)
+            blueprint.before_request(_require_json_body)
         app.register_api(blueprint)
     app.register_api(health.bp)
 

@@ -33,7 +33,11 @@ def make_celery(settings: Settings | None = None) -> Celery:
         broker_connection_timeout=2,
         broker_connection_retry_on_startup=True,
         broker_transport_options={"visibility_timeout": 3600, "max_retries": 1},
-        beat_schedule={},
+        beat_schedule={
+            # Usage: bill events whose enqueue was lost; settle unbilled usage after top-ups.
+            "usage-sweep": {"task": "tasks.usage.sweep", "schedule": 30.0},
+            "usage-settle": {"task": "tasks.usage.settle", "schedule": 300.0},
+        },
     )
     return celery
 

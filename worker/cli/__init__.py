@@ -10,7 +10,7 @@ import sys
 import click
 from sqlalchemy.exc import OperationalError
 
-from worker.cli import apikeys, core, serve
+from worker.cli import apikeys, core, serve, usage
 from worker.config import ConfigError
 from worker.errors import BillingError
 
@@ -28,6 +28,7 @@ for command in (
     core.verify,
     apikeys.apikeys,
     serve.serve,
+    usage.usage_group,
 ):
     cli.add_command(command)
 
