@@ -197,32 +197,40 @@ def bill_batch(session: Session, limit: int = BATCH_SIZE) -> BatchResult:
     now = utcnow()
     event_updates: list[dict[str, Any]] = []
     remainders: list[dict[str, Any]] = []
+    accrued: dict[tuple[str, str], tuple[int, int]] = {}
+    debits: list[ledger.BulkDebit] = []
     for key in sorted(groups):
         rows = groups[key]
         customer_id, currency = key
-        wallet = wallets[key]
-        accrued = wallet.pending_usage_scaled + sum(r.cost_scaled for r in rows)
-        whole, remainder = divmod(accrued, USAGE_SCALE)
-        entry_id = None
-        applied = 0
+        total = wallets[key].pending_usage_scaled + sum(r.cost_scaled for r in rows)
+        whole, remainder = divmod(total, USAGE_SCALE)
+        accrued[key] = (whole, remainder)
         if whole:
             names = sorted({r.event_name for r in rows})
-            posted = ledger.debit_up_to(
-                session,
-                customer_id=customer_id,
-                currency=currency,
-                amount=whole,
-                event_type="usage",
-                reason=f"usage: {len(rows)} event(s) ({', '.join(names)})"[:1000],
-                # Derived from the batch's events, not from the delivery: the first seq of a
-                # wallet's events belongs to exactly one batch, so a second application of
-                # the same events would collide here even if the status check were bypassed.
-                idempotency_key=f"usage:{rows[0].seq}-{rows[-1].seq}:{currency}",
+            debits.append(
+                ledger.BulkDebit(
+                    customer_id=customer_id,
+                    currency=currency,
+                    amount=whole,
+                    reason=f"usage: {len(rows)} event(s) ({', '.join(names)})"[:1000],
+                    # Derived from the batch's events, not from the delivery: the first seq of a
+                    # wallet's events belongs to exactly one batch, so applying the same events
+                    # twice would collide here even if the status check were bypassed.
+                    idempotency_key=f"usage:{rows[0].seq}-{rows[-1].seq}:{currency}",
+                )
             )
-            if posted is not None:
-                entry_id = posted.entry.id
-                applied = posted.entry.amount
-                result.entry_ids.append(entry_id)
+    # All wallets of the batch in a few statements (not one debit_up_to per wallet): same
+    # min(balance, amount) rule, one entry per wallet.
+    posted = ledger.debit_many_up_to(session, debits, event_type="usage")
+    for key in sorted(groups):
+        rows = groups[key]
+        customer_id, currency = key
+        whole, remainder = accrued[key]
+        entry = posted.get(key)
+        entry_id = entry.entry_id if entry else None
+        applied = entry.amount if entry else 0
+        if entry_id:
+            result.entry_ids.append(entry_id)
         shortfall = whole - applied
         result.debited += applied
         result.unbilled += shortfall
