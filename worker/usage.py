@@ -17,13 +17,14 @@ batching: debited + unbilled + remainder == the exact sum of their costs.
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import bindparam, func, select, tuple_, update
+from sqlalchemy import bindparam, func, select, text, tuple_, update
 from sqlalchemy.orm import Session
 
 from worker import ledger
@@ -113,10 +114,43 @@ def ingest(
         return 0
 
     rows = [_row(event, pricing, now) for event in events]
+    # ONE multi-row INSERT for the whole request: one round trip, one statement to plan.
+    if session.get_bind().dialect.name == "postgresql":
+        return _insert_pg(session, rows)
     table = UsageEvent.__table__
     statement = insert_ignore(session, table, ["event_id"]).returning(table.c.seq)
-    # ONE multi-row INSERT for the whole request: one round trip, one statement to plan.
     return len(session.execute(statement.values(rows)).all())
+
+
+_COLUMNS = (
+    ("event_id", "text"),
+    ("customer_id", "text"),
+    ("event_name", "text"),
+    ("timestamp", "timestamptz"),
+    ("metadata", "json"),
+    ("status", "text"),
+    ("currency", "text"),
+    ("cost_scaled", "bigint"),
+    ("error", "text"),
+    ("received_at", "timestamptz"),
+    ("processed_at", "timestamptz"),
+)
+# The rows travel as one array per column: the statement text never changes (PostgreSQL and
+# SQLAlchemy both cache it), where a VALUES list of 1,000 rows x 11 columns would be compiled
+# afresh for every request, which profiling showed cost more than the insert itself.
+_INSERT_PG = text(
+    "INSERT INTO usage_events ("  # noqa: S608 (constant column names, no input)
+    + ", ".join(f'"{c}"' for c, _ in _COLUMNS)
+    + ", unbilled_amount) SELECT *, 0 FROM unnest("
+    + ", ".join(f"CAST(:{c} AS {t}[])" for c, t in _COLUMNS)
+    + ") ON CONFLICT (event_id) DO NOTHING RETURNING seq"
+)
+
+
+def _insert_pg(session: Session, rows: list[dict[str, Any]]) -> int:
+    params = {c: [r[c] for r in rows] for c, _ in _COLUMNS}
+    params["metadata"] = [None if m is None else json.dumps(m) for m in params["metadata"]]
+    return len(session.execute(_INSERT_PG, params).all())
 
 
 def _known_customers(session: Session, ids: set[str]) -> set[str]:
