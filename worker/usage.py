@@ -283,29 +283,77 @@ def bill_batch(session: Session, limit: int = BATCH_SIZE) -> BatchResult:
         )
     # The wallets are locked (above), so writing the computed remainder cannot lose a
     # concurrent accrual: any other batch touching these wallets waits for our commit.
-    session.execute(
-        update(Wallet.__table__)
-        .where(
-            Wallet.__table__.c.customer_id == bindparam("b_customer"),
-            Wallet.__table__.c.currency == bindparam("b_currency"),
+    if session.get_bind().dialect.name == "postgresql":
+        _mark_pg(session, remainders, event_updates, now)
+    else:
+        wallets_t = Wallet.__table__
+        session.execute(
+            update(wallets_t)
+            .where(
+                wallets_t.c.customer_id == bindparam("b_customer"),
+                wallets_t.c.currency == bindparam("b_currency"),
+            )
+            .values(pending_usage_scaled=bindparam("b_remainder")),
+            remainders,
         )
-        .values(pending_usage_scaled=bindparam("b_remainder")),
-        remainders,
-    )
-    table = UsageEvent.__table__
-    session.execute(
-        update(table)
-        .where(table.c.seq == bindparam("b_seq"), table.c.status == "pending")
-        .values(
-            status=bindparam("b_status"),
-            unbilled_amount=bindparam("b_unbilled"),
-            ledger_entry_id=bindparam("b_entry"),
-            processed_at=now,
-        ),
-        event_updates,
-    )
+        table = UsageEvent.__table__
+        session.execute(
+            update(table)
+            .where(table.c.seq == bindparam("b_seq"), table.c.status == "pending")
+            .values(
+                status=bindparam("b_status"),
+                unbilled_amount=bindparam("b_unbilled"),
+                ledger_entry_id=bindparam("b_entry"),
+                processed_at=now,
+            ),
+            event_updates,
+        )
     result.wallets = len(groups)
     return result
+
+
+# One statement per table for the whole batch (arrays, unnest) instead of one per row.
+_REMAINDERS_PG = text("""
+    UPDATE wallets w SET pending_usage_scaled = v.remainder
+    FROM unnest(CAST(:customers AS text[]), CAST(:currencies AS text[]),
+                CAST(:remainders AS bigint[])) AS v(customer_id, currency, remainder)
+    WHERE w.customer_id = v.customer_id AND w.currency = v.currency
+""")
+_EVENTS_PG = text("""
+    UPDATE usage_events u
+    SET status = v.status, unbilled_amount = v.unbilled, ledger_entry_id = v.entry,
+        processed_at = :now
+    FROM unnest(CAST(:seqs AS bigint[]), CAST(:statuses AS text[]),
+                CAST(:unbilled AS bigint[]), CAST(:entries AS text[]))
+         AS v(seq, status, unbilled, entry)
+    WHERE u.seq = v.seq AND u.status = 'pending'
+""")
+
+
+def _mark_pg(
+    session: Session,
+    remainders: list[dict[str, Any]],
+    events: list[dict[str, Any]],
+    now: datetime,
+) -> None:
+    session.execute(
+        _REMAINDERS_PG,
+        {
+            "customers": [r["b_customer"] for r in remainders],
+            "currencies": [r["b_currency"] for r in remainders],
+            "remainders": [r["b_remainder"] for r in remainders],
+        },
+    )
+    session.execute(
+        _EVENTS_PG,
+        {
+            "now": now,
+            "seqs": [e["b_seq"] for e in events],
+            "statuses": [e["b_status"] for e in events],
+            "unbilled": [e["b_unbilled"] for e in events],
+            "entries": [e["b_entry"] for e in events],
+        },
+    )
 
 
 def _lock_wallets(session: Session, keys: list[tuple[str, str]]) -> dict[tuple[str, str], Wallet]:
