@@ -1,3 +1,64 @@
-"""Celery tasks (usage)."""
+"""Celery tasks for usage billing: thin loops of one-transaction calls into ``worker.usage``."""
 
-from worker.celery import app  # noqa: F401
+from __future__ import annotations
+
+import logging
+
+from worker import usage
+from worker.celery import app
+from worker.config import get_settings
+from worker.db import transaction
+
+log = logging.getLogger(__name__)
+
+# Batches one task runs before handing the rest to a fresh task (keeps each task short, so a
+# worker restart never redoes much and other queues get their turn).
+MAX_BATCHES_PER_TASK = 20
+
+
+@app.task(name="tasks.usage.bill_pending", acks_late=True)
+def bill_pending(batch_size: int = usage.BATCH_SIZE) -> int:
+    """Bill pending events batch by batch until none is left; returns how many were billed.
+
+    Safe to run any number of times, concurrently or redelivered: each batch locks its events
+    (SKIP LOCKED) and marks them processed in the transaction that debits them.
+    """
+    settings = get_settings()
+    billed = 0
+    for _ in range(MAX_BATCHES_PER_TASK):
+        with transaction(settings) as session:
+            result = usage.bill_batch(session, limit=batch_size)
+        billed += result.events
+        if result.events < batch_size:
+            return billed
+    bill_pending.apply_async(kwargs={"batch_size": batch_size})
+    return billed
+
+
+@app.task(name="tasks.usage.sweep", acks_late=True)
+def sweep() -> int:
+    """Beat: bill whatever is pending, so an event whose enqueue was lost is never stuck."""
+    return bill_pending(usage.BATCH_SIZE)
+
+
+@app.task(name="tasks.usage.settle", acks_late=True)
+def settle() -> int:
+    """Beat: debit outstanding unbilled usage from wallets that have been topped up."""
+    with transaction(get_settings()) as session:
+        results = usage.settle(session)
+    paid = sum(r.debited for r in results)
+    if paid:
+        log.info("settled %d minor units of unbilled usage", paid)
+    return paid
+
+
+def enqueue_billing() -> None:
+    """Ask a worker to bill pending events; a broker failure is logged, never raised.
+
+    Called after the ingest transaction committed: the events are durable either way, and
+    the beat ``sweep`` bills them if this message is lost.
+    """
+    try:
+        bill_pending.apply_async(retry=False)
+    except Exception as exc:  # the broker is down or unreachable; the sweeper covers it
+        log.warning("could not enqueue usage billing (the sweeper will bill): %s", exc)

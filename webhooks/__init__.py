@@ -11,12 +11,13 @@ from flask.json.provider import DefaultJSONProvider
 from flask_openapi3 import Info, OpenAPI
 from werkzeug.exceptions import BadRequest
 
-from webhooks import admin, api, charges, errors, health, metrics, providers
+from webhooks import admin, api, charges, errors, health, metrics, providers, usage
 from webhooks.auth import SECURITY_SCHEMES, require_api_key
 from webhooks.schemas import CURRENCY_PATTERN
 from worker import commit_hooks
 from worker.config import Settings, get_settings
 from worker.logconfig import configure_logging
+from worker.pricing import get_pricing
 
 MAX_BODY_BYTES = 1024 * 1024
 
@@ -24,6 +25,7 @@ MAX_BODY_BYTES = 1024 * 1024
 def create_app(settings: Settings | None = None) -> OpenAPI:
     """Build the Flask app; ``settings`` defaults to the environment's."""
     settings = settings or get_settings()
+    get_pricing(settings)  # a malformed PRICING_FILE stops start-up here, naming the problem
     app = OpenAPI(
         __name__,
         info=Info(
@@ -42,7 +44,7 @@ def create_app(settings: Settings | None = None) -> OpenAPI:
     app.json = StrictJSONProvider(app)
     errors.register(app)
 
-    for blueprint in (api.bp, charges.bp, admin.bp):
+    for blueprint in (api.bp, charges.bp, usage.bp, admin.bp):
         app.register_api(blueprint)
         # Hooked on the app, keyed by blueprint, so create_app() can run more than once per
         # process (tests); blueprint.before_request() would mutate the module-level blueprint.

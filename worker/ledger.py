@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select, text, update
+from sqlalchemy import bindparam, func, insert, select, text, tuple_, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -535,3 +535,115 @@ def verify(session: Session, limit: int = 100) -> VerifyReport:
         f"wallet {r.customer_id}/{r.currency}: negative balance {r.balance}" for r in negative
     ]
     return VerifyReport(wallets=wallets, entries=entries, problems=problems)
+
+
+# -- bulk debits ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BulkDebit:
+    customer_id: str
+    currency: str
+    amount: int
+    idempotency_key: str
+    reason: str | None = None
+
+
+@dataclass(frozen=True)
+class BulkPosted:
+    entry_id: str
+    amount: int  # what was applied: min(balance, requested)
+    after_balance: int
+
+
+def debit_many_up_to(
+    session: Session, debits: list[BulkDebit], *, event_type: str
+) -> dict[tuple[str, str], BulkPosted]:
+    """``debit_up_to`` for many wallets at once (usage batches): a few statements, not 7 each.
+
+    Same rules: each debit takes ``min(balance, amount)`` and records it as one entry; a wallet
+    at 0 gets no entry (absent from the result). The wallets are locked in one
+    ``SELECT ... FOR UPDATE`` in key order (so concurrent batches queue instead of deadlocking),
+    which makes the balances read here the balances debited; the CHECK constraints stand
+    behind it. Any idempotency key already used raises ``DuplicateEntry`` and writes nothing.
+    At most one debit per wallet. Never commits.
+    """
+    if event_type not in LEDGER_EVENT_TYPES:
+        raise ValidationFailed("event_type", f"must be one of {', '.join(LEDGER_EVENT_TYPES)}")
+    if not debits:
+        return {}
+    keys = sorted((d.customer_id, validate_currency(session, d.currency)) for d in debits)
+    if len(set(keys)) != len(keys):
+        raise ValidationFailed("debits", "at most one debit per wallet")
+    for d in debits:
+        validate_amount(d.amount)
+    used = session.scalars(
+        select(LedgerEntry).where(
+            tuple_(LedgerEntry.customer_id, LedgerEntry.idempotency_key).in_(
+                [(d.customer_id, d.idempotency_key) for d in debits]
+            )
+        )
+    ).first()
+    if used is not None:
+        raise DuplicateEntry(used)
+    balances = {
+        (r.customer_id, r.currency): r.balance
+        for r in session.execute(
+            select(Wallet.customer_id, Wallet.currency, Wallet.balance)
+            .where(tuple_(Wallet.customer_id, Wallet.currency).in_(keys))
+            .order_by(Wallet.customer_id, Wallet.currency)
+            .with_for_update()
+        )
+    }
+    for key in keys:
+        if key not in balances:
+            _wallet_or_create(session, *key)
+            balances[key] = 0
+    business_id = settings_of(session).business_id
+    now = utcnow()
+    entries: list[dict[str, Any]] = []
+    moves: list[dict[str, Any]] = []
+    posted: dict[tuple[str, str], BulkPosted] = {}
+    for d in debits:
+        key = (d.customer_id, d.currency.upper())
+        before = balances[key]
+        applied = min(before, d.amount)
+        if applied == 0:
+            continue
+        params = {
+            "currency": key[1],
+            "amount": applied,
+            "is_credit": False,
+            "event_type": event_type,
+            "reason": d.reason,
+            "reference_object_id": None,
+        }
+        entry_id = new_id("wle")
+        entries.append(
+            {
+                "id": entry_id,
+                "business_id": business_id,
+                "customer_id": d.customer_id,
+                "before_balance": before,
+                "after_balance": before - applied,
+                "idempotency_key": d.idempotency_key,
+                "fingerprint": fingerprint(**params),
+                "created_at": now,
+                **params,
+            }
+        )
+        moves.append({"b_customer": d.customer_id, "b_currency": key[1], "b_amount": applied})
+        posted[key] = BulkPosted(entry_id, applied, before - applied)
+    if moves:
+        wallets = Wallet.__table__
+        session.execute(
+            update(wallets)
+            .where(
+                wallets.c.customer_id == bindparam("b_customer"),
+                wallets.c.currency == bindparam("b_currency"),
+            )
+            .values(balance=wallets.c.balance - bindparam("b_amount"), updated_at=now),
+            moves,
+        )
+        session.execute(insert(LedgerEntry.__table__), entries)
+    return posted

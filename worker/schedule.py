@@ -49,6 +49,28 @@ def _sweep_inbox(settings: Settings) -> Any:
     return {"swept": len(ids), **outcomes}
 
 
+def _bill_usage(settings: Settings) -> Any:
+    from worker import usage
+    from worker.db import transaction
+
+    billed = 0
+    while True:
+        with transaction(settings) as session:
+            result = usage.bill_batch(session)
+        billed += result.events
+        if result.events < usage.BATCH_SIZE:
+            return {"billed": billed}
+
+
+def _settle_usage(settings: Settings) -> Any:
+    from worker import usage
+    from worker.db import transaction
+
+    with transaction(settings) as session:
+        results = usage.settle(session)
+    return {"settled_wallets": len(results), "debited": sum(r.debited for r in results)}
+
+
 REGISTRY: dict[str, ScheduledTask] = {
     t.name: t
     for t in (
@@ -58,6 +80,20 @@ REGISTRY: dict[str, ScheduledTask] = {
             description="Re-send webhook events still pending after INBOX_SWEEP_SECONDS.",
             every=lambda s: s.inbox_sweep_seconds,
             run_sync=_sweep_inbox,
+        ),
+        ScheduledTask(
+            name="bill-usage",
+            task="tasks.usage.sweep",
+            description="Bill pending usage events (covers a lost enqueue after ingest).",
+            every=lambda s: 30.0,
+            run_sync=_bill_usage,
+        ),
+        ScheduledTask(
+            name="settle-usage",
+            task="tasks.usage.settle",
+            description="Debit outstanding unbilled usage from wallets topped up since.",
+            every=lambda s: 300.0,
+            run_sync=_settle_usage,
         ),
         ScheduledTask(
             name="check-low-balances",

@@ -10,7 +10,7 @@ import sys
 import click
 from sqlalchemy.exc import OperationalError
 
-from worker.cli import apikeys, charges, core, events, notifications, serve
+from worker.cli import apikeys, charges, core, events, notifications, serve, usage
 from worker.config import ConfigError
 from worker.errors import BillingError
 
@@ -35,6 +35,7 @@ for command in (
     notifications.endpoints,
     notifications.notifications,
     notifications.tasks,
+    usage.usage_group,
 ):
     cli.add_command(command)
 for command in charges.COMMANDS:  # wallet charge|reverse|refund|charge-show
