@@ -49,7 +49,7 @@ def create_app(settings: Settings | None = None) -> OpenAPI:
         # Hooked on the app, keyed by blueprint, so create_app() can run more than once per
         # process (tests); blueprint.before_request() would mutate the module-level blueprint.
         app.before_request_funcs.setdefault(blueprint.name, []).extend(
-            [require_api_key, _require_json_body]
+            [require_api_key, _reject_repeated_query, _require_json_body]
         )
     app.register_api(health.bp)
     # Authenticated by the provider's signature, not by an API key.
@@ -103,6 +103,17 @@ class StrictJSONProvider(DefaultJSONProvider):
             return json.loads(s, parse_constant=self._reject_constant, **kwargs)
         except RecursionError as exc:
             raise ValueError("JSON nested too deeply") from exc
+
+
+def _reject_repeated_query() -> Response | None:
+    """Every query parameter of the API is a single value: ``?a=1&a=2`` is ambiguous, so it is
+    refused rather than silently reduced to one of its values."""
+    for name in request.args:
+        if len(request.args.getlist(name)) > 1:
+            return errors.error_response(
+                422, "VALIDATION_ERROR", f"{name}: given more than once", field=name
+            )
+    return None
 
 
 def _require_json_body() -> Response | None:

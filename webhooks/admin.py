@@ -7,7 +7,7 @@ from flask_openapi3 import APIBlueprint, Tag
 from pydantic import BaseModel, Field
 
 from webhooks.auth import BEARER_SECURITY
-from webhooks.errors import ErrorOut, error_response
+from webhooks.errors import COMMON_RESPONSES, ErrorOut, error_response
 from worker import schedule
 
 bp = APIBlueprint(
@@ -16,7 +16,7 @@ bp = APIBlueprint(
     url_prefix="/admin",
     abp_tags=[Tag(name="Operations")],
     abp_security=BEARER_SECURITY,
-    abp_responses={401: ErrorOut, 403: ErrorOut, 404: ErrorOut, 503: ErrorOut},
+    abp_responses={**COMMON_RESPONSES, 403: ErrorOut},
 )
 
 

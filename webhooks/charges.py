@@ -12,7 +12,7 @@ from flask_openapi3 import APIBlueprint, Tag
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr, model_validator
 
 from webhooks.auth import BEARER_SECURITY
-from webhooks.errors import ErrorOut
+from webhooks.errors import BODY_RESPONSES, COMMON_RESPONSES, ErrorOut
 from webhooks.schemas import Amount, Currency, CustomerPath, _Body
 from worker import charges
 from worker.charge_schemas import ChargeOut, RefundOut, ReversalOut
@@ -20,7 +20,7 @@ from worker.charges import MAX_ID_LENGTH, MAX_REASON_LENGTH
 from worker.db import transaction
 from worker.schemas import dump
 
-ERRORS = {400: ErrorOut, 401: ErrorOut, 404: ErrorOut, 422: ErrorOut}
+ERRORS = {**COMMON_RESPONSES, **BODY_RESPONSES}
 
 bp = APIBlueprint(
     "wallet_charges",

@@ -69,7 +69,15 @@ def _aware(value):  # type: ignore[no-untyped-def]
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
-@bp.get("/metrics")
+@bp.get(
+    "/metrics",
+    responses={
+        200: {
+            "description": "Prometheus text exposition format.",
+            "content": {"text/plain": {"schema": {"type": "string"}}},
+        }
+    },
+)
 def metrics() -> Response:
     """Prometheus metrics (no authentication: expose it only to your scraper)."""
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):

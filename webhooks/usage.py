@@ -22,7 +22,7 @@ from pydantic import (
 )
 
 from webhooks.auth import BEARER_SECURITY
-from webhooks.errors import ErrorOut
+from webhooks.errors import BODY_RESPONSES, COMMON_RESPONSES
 from webhooks.schemas import PageQuery
 from worker import usage
 from worker.db import transaction
@@ -34,7 +34,7 @@ bp = APIBlueprint(
     __name__,
     abp_tags=[Tag(name="Usage events")],
     abp_security=BEARER_SECURITY,
-    abp_responses={400: ErrorOut, 401: ErrorOut, 422: ErrorOut},
+    abp_responses=COMMON_RESPONSES,
 )
 
 # Dodo's documented limits: 50 pairs per event, keys up to 100 and values up to 500 chars.
@@ -86,7 +86,7 @@ def _settings():  # type: ignore[no-untyped-def]
     return current_app.config["SETTINGS"]
 
 
-@bp.post("/events/ingest", responses={200: IngestOut})
+@bp.post("/events/ingest", responses={200: IngestOut, **BODY_RESPONSES})
 def ingest(body: IngestBody) -> Response:
     """Store usage events; answers how many were new.
 
@@ -133,7 +133,7 @@ def list_events(query: EventListQuery) -> Response:
     return jsonify(UsageEventListOut(items=items).model_dump(mode="json"))
 
 
-@bp.get("/events/<event_id>", responses={200: UsageEventOut, 404: ErrorOut})
+@bp.get("/events/<event_id>", responses={200: UsageEventOut})
 def get_event(path: EventPath) -> Response:
     """One stored event."""
     settings = _settings()
