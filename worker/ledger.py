@@ -313,7 +313,7 @@ def debit_up_to(
     if idempotency_key is not None:
         existing = find_entry(session, customer_id, idempotency_key)
         if existing is not None:
-            raise DuplicateEntry(existing)
+            raise DuplicateEntry(_snapshot(existing))
     wallet = session.scalar(
         select(Wallet)
         .where(Wallet.customer_id == customer_id, Wallet.currency == currency)
@@ -415,6 +415,9 @@ def _raise_if_key_used(
     )
     if original is None:
         return
+    # The caller's transaction usually rolls back on these errors, which would expire a
+    # session-bound entry and leave the error's ``entry`` unreadable; hand out a detached copy.
+    original = _snapshot(original)
     if original.fingerprint == fingerprint(**params):
         raise DuplicateEntry(original)
     differing = [
@@ -423,6 +426,13 @@ def _raise_if_key_used(
         if getattr(original, name) != value
     ]
     raise IdempotencyKeyReused(key, differing or ["parameters"], original)
+
+
+def _snapshot(entry: LedgerEntry) -> LedgerEntry:
+    """A transient copy of ``entry`` that stays readable after its session rolls back."""
+    return LedgerEntry(
+        **{attr.key: getattr(entry, attr.key) for attr in LedgerEntry.__mapper__.column_attrs}
+    )
 
 
 def find_entry(session: Session, customer_id: str, idempotency_key: str) -> LedgerEntry | None:
