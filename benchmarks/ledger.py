@@ -1,0 +1,140 @@
+"""Ledger core throughput: ``worker.ledger.post_entry`` from K=8 separate processes.
+
+Each worker process has its own engine and posts entries through the real core, one
+``transaction()`` per entry (or per 100 entries for ``batch100``), on the wallets that
+``benchmarks.pgbench`` seeded; the figures are compared with the pgbench references for the
+same statements measured in the same run.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import random
+import time
+from typing import Any
+
+from benchmarks.common import Context, Row
+from benchmarks.pgbench import CLIENTS, FIRST_CUSTOMER, HOT_CUSTOMER, LAST_CUSTOMER
+
+SECTION = "ledger core"
+GOAL = ">= 0.7x raw"
+WARMUP = 20
+
+
+def _wallet_for(kind: str, rng: random.Random, slot: int = 0) -> str:
+    if kind == "hot":
+        return str(HOT_CUSTOMER)
+    if kind == "batch100":
+        # Entry i of a batch uses a wallet from the i-th hundredth of the range: every batch
+        # locks wallets in ascending order, so concurrent batches never deadlock.
+        return str(FIRST_CUSTOMER + slot * 100 + rng.randrange(100))
+    return str(rng.randint(FIRST_CUSTOMER, LAST_CUSTOMER))
+
+
+def _post_transaction(settings: Any, kind: str, rng: random.Random) -> int:
+    from worker import ledger
+    from worker.db import transaction
+
+    per_tx = 100 if kind == "batch100" else 1
+    with transaction(settings) as session:
+        for slot in range(per_tx):
+            ledger.post_entry(
+                session,
+                customer_id=_wallet_for(kind, rng, slot),
+                currency="USD",
+                amount=rng.randint(1, 1000),
+                is_credit=True,
+                reason="bench",
+            )
+    return per_tx
+
+
+def _worker(url: str, kind: str, transactions: int, seed: int, go: Any, out: Any) -> None:
+    from worker.config import Settings
+
+    settings = Settings(database_url=url)
+    rng = random.Random(seed)
+    try:
+        warm = "spread" if kind == "batch100" else kind
+        for _ in range(WARMUP):  # connect, prepare statements, fill caches
+            _post_transaction(settings, warm, rng)
+        out.put(("ready", seed))
+        go.wait(60)
+        start = time.monotonic()
+        entries = sum(_post_transaction(settings, kind, rng) for _ in range(transactions))
+        out.put(("done", entries, start, time.monotonic()))
+    except BaseException as exc:
+        out.put(("error", repr(exc)))
+
+
+def measure(ctx: Context, kind: str, transactions_per_worker: int) -> float:
+    """Entries/s of K=CLIENTS processes each posting ``transactions_per_worker`` transactions."""
+    spawn = mp.get_context("spawn")
+    go, out = spawn.Event(), spawn.Queue()
+    procs = [
+        spawn.Process(
+            target=_worker, args=(ctx.database_url, kind, transactions_per_worker, i, go, out)
+        )
+        for i in range(CLIENTS)
+    ]
+    for p in procs:
+        p.start()
+    try:
+        results = []
+        for _ in range(CLIENTS):
+            message = out.get(timeout=120)
+            if message[0] == "error":
+                raise RuntimeError(f"ledger worker failed: {message[1]}")
+        go.set()
+        for _ in range(CLIENTS):
+            message = out.get(timeout=600)
+            if message[0] == "error":
+                raise RuntimeError(f"ledger worker failed: {message[1]}")
+            results.append(message)
+    finally:
+        for p in procs:
+            p.join(30)
+            if p.is_alive():
+                p.terminate()
+    entries = sum(r[1] for r in results)
+    elapsed = max(r[3] for r in results) - min(r[2] for r in results)
+    return entries / elapsed
+
+
+def run(ctx: Context) -> list[Row]:
+    plans = {
+        "spread": 200 if ctx.quick else 1500,
+        "hot": 150 if ctx.quick else 1000,
+        "batch100": 3 if ctx.quick else 15,
+    }
+    rows = []
+    for kind, transactions in plans.items():
+        value = measure(ctx, kind, transactions)
+        per_tx = "100 entries" if kind == "batch100" else "1 entry"
+        rows.append(
+            Row(
+                section=SECTION,
+                name=f"post_entry {kind}",
+                value=value,
+                unit="entries/s",
+                goal=GOAL,
+                reference=f"raw_{kind}",
+                ratio=ctx.ratio(value, f"raw_{kind}"),
+                note=f"{CLIENTS} processes x {transactions} tx of {per_tx}",
+            )
+        )
+    rows.append(_verify(ctx))
+    return rows
+
+
+def _verify(ctx: Context) -> Row:
+    """The benchmark's own writes must leave the ledger exactly consistent."""
+    from worker import ledger
+    from worker.config import Settings
+    from worker.db import transaction
+
+    with transaction(Settings(database_url=ctx.database_url)) as session:
+        report = ledger.verify(session)
+    if not report.ok:
+        raise RuntimeError("verify failed after the benchmark: " + "; ".join(report.problems[:5]))
+    return Row(SECTION, "verify after run", report.entries, "entries", note="OK: no drift")
