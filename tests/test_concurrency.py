@@ -276,3 +276,63 @@ def test_sqlite_processes_share_one_file_safely(
     assert len(debited) + len(refused) == 75
     _assert_exact_outcome(settings, customer_id, start, debited, refused)
     assert _verify_through_cli(settings).startswith("OK: ")
+
+
+def _race(workers: int, fn) -> list[object]:  # type: ignore[no-untyped-def]
+    """Run ``fn()`` in ``workers`` threads released together; their results or exceptions."""
+    barrier = threading.Barrier(workers)
+    results: list[object] = []
+    lock = threading.Lock()
+
+    def work() -> None:
+        barrier.wait(timeout=30)
+        try:
+            result: object = fn()
+        except BaseException as exc:
+            result = exc
+        with lock:
+            results.append(result)
+
+    threads = [threading.Thread(target=work) for _ in range(workers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    return results
+
+
+def test_customers_created_concurrently_with_one_email_are_one_customer(
+    settings: Settings,
+) -> None:
+    def create() -> tuple[str, bool]:
+        with transaction(settings) as s:
+            customer, created = ledger.create_customer(s, email="Race@Example.com", name="R")
+            return customer.customer_id, created
+
+    results = _race(8, create)
+    assert all(isinstance(r, tuple) for r in results), results
+    assert len({r[0] for r in results}) == 1
+    assert sorted(r[1] for r in results) == [False] * 7 + [True]
+    with transaction(settings) as s:
+        assert len(ledger.list_customers(s)) == 1
+        assert len(ledger.get_wallets(s, results[0][0])) == 2
+
+
+def test_concurrent_credits_in_a_newly_configured_currency_share_one_wallet(
+    settings: Settings,
+) -> None:
+    with transaction(settings) as s:
+        customer, _ = ledger.create_customer(s, email="eur@example.com", name="E")
+    wider = settings.with_overrides(wallet_currencies=("USD", "INR", "EUR"))
+
+    def credit() -> int:
+        with transaction(wider) as s:
+            return ledger.post_entry(
+                s, customer_id=customer.customer_id, currency="EUR", amount=10, is_credit=True
+            ).wallet.balance
+
+    results = _race(8, credit)
+    assert sorted(results) == [10, 20, 30, 40, 50, 60, 70, 80], results
+    with transaction(wider) as s:
+        assert ledger.get_wallet(s, customer.customer_id, "EUR").balance == 80
+        assert ledger.verify(s).ok
