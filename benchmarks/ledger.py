@@ -31,10 +31,52 @@ def _wallet_for(kind: str, rng: random.Random, slot: int = 0) -> str:
     return str(rng.randint(FIRST_CUSTOMER, LAST_CUSTOMER))
 
 
+_psycopg: dict[str, Any] = {}
+
+
+def _post_raw_psycopg(settings: Any, rng: random.Random) -> int:
+    """The floor for any Python client: the core's statement on a bare psycopg connection."""
+    import psycopg
+
+    from worker.ledger import _PG_POST, fingerprint
+    from worker.models import new_id, utcnow
+
+    conn = _psycopg.get("conn")
+    if conn is None:
+        dsn = settings.database_url.replace("postgresql+psycopg://", "postgresql://")
+        conn = _psycopg["conn"] = psycopg.connect(dsn)
+    amount = rng.randint(1, 1000)
+    params = {
+        "currency": "USD",
+        "amount": amount,
+        "is_credit": True,
+        "event_type": "merchant_adjustment",
+        "reason": "bench",
+        "reference_object_id": None,
+    }
+    with conn.transaction():
+        conn.execute(
+            _PG_POST,
+            {
+                **params,
+                "customer_id": _wallet_for("spread", rng),
+                "delta": amount,
+                "now": utcnow(),
+                "id": new_id("wle"),
+                "business_id": "bus_local",
+                "idempotency_key": None,
+                "fingerprint": fingerprint(**params),
+            },
+        ).fetchone()
+    return 1
+
+
 def _post_transaction(settings: Any, kind: str, rng: random.Random) -> int:
     from worker import ledger
     from worker.db import transaction
 
+    if kind == "psycopg":
+        return _post_raw_psycopg(settings, rng)
     per_tx = 100 if kind == "batch100" else 1
     with transaction(settings) as session:
         for slot in range(per_tx):
@@ -104,6 +146,7 @@ def measure(ctx: Context, kind: str, transactions_per_worker: int) -> tuple[floa
 
 def run(ctx: Context) -> list[Row]:
     plans = {
+        "psycopg": 200 if ctx.quick else 1500,
         "spread": 200 if ctx.quick else 1500,
         "hot": 150 if ctx.quick else 1000,
         "batch100": 3 if ctx.quick else 15,
@@ -112,6 +155,21 @@ def run(ctx: Context) -> list[Row]:
     for kind, transactions in plans.items():
         value, cpu_ms = measure(ctx, kind, transactions)
         per_tx = "100 entries" if kind == "batch100" else "1 entry"
+        if kind == "psycopg":
+            # Not a goal: how far a bare psycopg client gets, to tell Python's share of the gap
+            # from SQLAlchemy's and the ledger's.
+            rows.append(
+                Row(
+                    section=SECTION,
+                    name="floor: bare psycopg spread",
+                    value=value,
+                    unit="entries/s",
+                    reference="raw_spread",
+                    ratio=ctx.ratio(value, "raw_spread"),
+                    note=f"same statement, no SQLAlchemy; client CPU {cpu_ms:.2f} ms/entry",
+                )
+            )
+            continue
         rows.append(
             Row(
                 section=SECTION,
