@@ -171,7 +171,7 @@ def run_pgbench(
 def run_references(ctx: Context) -> list[Row]:
     """Measure every reference into ``ctx.references`` and return them as rows."""
     seed(ctx)
-    seconds = 4 if ctx.quick else 15
+    seconds = 4 if ctx.quick else 8
     rows = []
     for kind, per_tx in (("spread", 1), ("hot", 1), ("batch100", 100)):
         value = run_pgbench(ctx, kind, seconds) * per_tx
