@@ -14,7 +14,7 @@ from typing import Any
 
 from sqlalchemy import func, select, text, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, configure_mappers
 from sqlalchemy.orm.attributes import instance_state, set_committed_value
 
 from worker.db import settings_of
@@ -487,6 +487,8 @@ def _committed(session: Session, cls: type[Any], key: tuple[Any, ...], **values:
     loaded in this session is updated in place), without another round trip.
     """
     mapper = cls.__mapper__
+    if not mapper.configured:  # new_instance() skips the init hook that would configure it
+        configure_mappers()
     identity = mapper.identity_key_from_primary_key(key)
     existing = session.identity_map.get(identity)
     if existing is not None:
