@@ -21,6 +21,8 @@ def backend() -> str:
 def test_idle_connection_dropped_by_the_server_is_replaced(
     settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    engine = get_engine(settings)
+    engine.dispose()  # a pool holding exactly the one connection we are about to kill
     with transaction(settings) as s:
         first_pid = s.connection().exec_driver_sql("SELECT pg_backend_pid()").scalar()
     with psycopg.connect(PG_ADMIN_DSN, autocommit=True) as admin:
@@ -29,6 +31,7 @@ def test_idle_connection_dropped_by_the_server_is_replaced(
     monkeypatch.setattr(db, "IDLE_PING_SECONDS", 0.0)
     with transaction(settings) as s:
         pid = s.connection().exec_driver_sql("SELECT pg_backend_pid()").scalar()
+    engine.dispose()
     assert pid != first_pid
 
 
