@@ -16,7 +16,8 @@ from typing import Any
 
 from sqlalchemy import bindparam, func, insert, select, text, tuple_, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, configure_mappers
+from sqlalchemy.orm.attributes import instance_state, set_committed_value
 
 from worker import commit_hooks
 from worker.db import settings_of
@@ -296,11 +297,11 @@ def post_entry(
         "reference_object_id": reference_object_id,
     }
     if idempotency_key is not None:
-        _raise_if_key_used(session, customer_id, idempotency_key, params)
         try:
             # A concurrent request with the same key may commit between our check and our
             # insert; the unique index then rejects ours, and the savepoint lets us answer
-            # with the winner instead of aborting the caller's transaction.
+            # with the winner instead of aborting the caller's transaction. A refused debit
+            # rolls back to the savepoint too, so it never uses up its key.
             with session.begin_nested():
                 return _apply(session, customer_id, idempotency_key, params)
         except IntegrityError:
@@ -332,7 +333,7 @@ def debit_up_to(
     if idempotency_key is not None:
         existing = find_entry(session, customer_id, idempotency_key)
         if existing is not None:
-            raise DuplicateEntry(existing)
+            raise DuplicateEntry(_snapshot(existing))
     wallet = session.scalar(
         select(Wallet)
         .where(Wallet.customer_id == customer_id, Wallet.currency == currency)
@@ -358,6 +359,14 @@ def debit_up_to(
 def _apply(
     session: Session, customer_id: str, idempotency_key: str | None, params: dict[str, Any]
 ) -> Posted:
+    if session.get_bind().dialect.name == "postgresql":
+        posted = _apply_postgresql(session, customer_id, idempotency_key, params)
+        if posted is not None:
+            return posted
+    # The general path (SQLite, and PostgreSQL's rare cases: a used key, a refused debit, a
+    # wallet not created yet): check the key, then move the balance and insert the entry.
+    if idempotency_key is not None:
+        _raise_if_key_used(session, customer_id, idempotency_key, params)
     delta = params["amount"] if params["is_credit"] else -params["amount"]
     wallet = _move_balance(session, customer_id, params["currency"], delta)
     if wallet is None:
@@ -374,6 +383,10 @@ def _apply(
         wallet = _move_balance(session, customer_id, params["currency"], delta)
         if wallet is None:  # the wallet changed under us; report against its new balance
             current = session.get(Wallet, (customer_id, params["currency"]), populate_existing=True)
+            if delta > 0:
+                raise InvalidAmount(
+                    f"would take the {params['currency']} balance above {MAX_AMOUNT}"
+                )
             raise InsufficientBalance(
                 balance=current.balance if current else 0,
                 requested=params["amount"],
@@ -394,6 +407,122 @@ def _apply(
     session.flush()
     commit_hooks.entry_posted(session, entry)  # low-balance check + notifications after commit
     return Posted(wallet=wallet, entry=entry)
+
+
+# PostgreSQL's hot path: the balance change and the entry in ONE statement (one round trip,
+# so the wallet's row lock is held only for that statement and the commit). The UPDATE is the
+# same conditional UPDATE as _move_balance: under READ COMMITTED a concurrent writer waits on
+# the row lock, then re-checks the WHERE against the committed balance. When it matches no row
+# (wallet missing, funds short, balance cap, or the key already used) nothing is written and
+# the general path works out which it was. NOT EXISTS only saves a round trip for fresh keys;
+# the unique index still decides a race (see post_entry's savepoint).
+_PG_POST_SQL = """
+WITH w AS (
+    UPDATE wallets SET balance = balance + %(delta)s, updated_at = %(now)s
+    WHERE customer_id = %(customer_id)s AND currency = %(currency)s
+      AND balance + %(delta)s >= 0 AND balance + %(delta)s <= {max_amount}{key_check}
+    RETURNING balance, pending_usage_scaled, low_state, created_at, updated_at
+), e AS (
+    INSERT INTO ledger_entries (id, business_id, customer_id, currency, amount, is_credit,
+        before_balance, after_balance, event_type, reason, reference_object_id,
+        idempotency_key, fingerprint, created_at)
+    SELECT %(id)s, %(business_id)s, %(customer_id)s, %(currency)s, %(amount)s, %(is_credit)s,
+        w.balance - %(delta)s, w.balance, %(event_type)s, %(reason)s::text,
+        %(reference_object_id)s::text, %(idempotency_key)s::text, %(fingerprint)s, %(now)s
+    FROM w
+    RETURNING seq
+)
+SELECT w.balance, w.pending_usage_scaled, w.low_state, w.created_at, e.seq FROM w, e
+"""
+_PG_KEY_CHECK = """
+      AND NOT EXISTS (SELECT 1 FROM ledger_entries WHERE customer_id = %(customer_id)s
+                      AND idempotency_key = %(idempotency_key)s)"""
+_PG_POST = _PG_POST_SQL.format(max_amount=MAX_AMOUNT, key_check="")
+_PG_POST_KEYED = _PG_POST_SQL.format(max_amount=MAX_AMOUNT, key_check=_PG_KEY_CHECK)
+
+
+def _apply_postgresql(
+    session: Session, customer_id: str, idempotency_key: str | None, params: dict[str, Any]
+) -> Posted | None:
+    session.flush()  # the caller's pending changes go first, as autoflush would do
+    delta = params["amount"] if params["is_credit"] else -params["amount"]
+    now = utcnow()
+    entry_id = new_id("wle")
+    business_id = settings_of(session).business_id
+    print_ = fingerprint(**params)
+    row = (
+        session.connection()
+        .exec_driver_sql(
+            _PG_POST if idempotency_key is None else _PG_POST_KEYED,
+            {
+                **params,
+                "customer_id": customer_id,
+                "delta": delta,
+                "now": now,
+                "id": entry_id,
+                "business_id": business_id,
+                "idempotency_key": idempotency_key,
+                "fingerprint": print_,
+            },
+        )
+        .first()
+    )
+    if row is None:
+        return None
+    balance, pending_usage_scaled, low_state, created_at, seq = row
+    wallet = _committed(
+        session,
+        Wallet,
+        (customer_id, params["currency"]),
+        customer_id=customer_id,
+        currency=params["currency"],
+        balance=balance,
+        pending_usage_scaled=pending_usage_scaled,
+        low_state=low_state,
+        created_at=created_at,
+        updated_at=now,
+    )
+    entry = _committed(
+        session,
+        LedgerEntry,
+        (seq,),
+        seq=seq,
+        id=entry_id,
+        business_id=business_id,
+        customer_id=customer_id,
+        before_balance=balance - delta,
+        after_balance=balance,
+        idempotency_key=idempotency_key,
+        fingerprint=print_,
+        created_at=now,
+        **params,
+    )
+    return Posted(wallet=wallet, entry=entry)
+
+
+def _committed(session: Session, cls: type[Any], key: tuple[Any, ...], **values: Any) -> Any:
+    """The session's object for a row just written by SQL, holding ``values`` as clean state.
+
+    Callers get the same session-bound objects the ORM would give them (a wallet already
+    loaded in this session is updated in place), without another round trip.
+    """
+    mapper = cls.__mapper__
+    if not mapper.configured:  # new_instance() skips the init hook that would configure it
+        configure_mappers()
+    identity = mapper.identity_key_from_primary_key(key)
+    existing = session.identity_map.get(identity)
+    if existing is not None:
+        for name, value in values.items():
+            set_committed_value(existing, name, value)
+        return existing
+    # What the ORM does when it loads a row: a new instance whose state holds the values as
+    # committed (no history, nothing to flush), keyed by its identity, attached as persistent.
+    obj = mapper.class_manager.new_instance()
+    state = instance_state(obj)
+    state.dict.update(values)
+    state.key = identity
+    session.add(obj)
+    return obj
 
 
 def _move_balance(session: Session, customer_id: str, currency: str, delta: int) -> Wallet | None:
@@ -435,6 +564,9 @@ def _raise_if_key_used(
     )
     if original is None:
         return
+    # The caller's transaction usually rolls back on these errors, which would expire a
+    # session-bound entry and leave the error's ``entry`` unreadable; hand out a detached copy.
+    original = _snapshot(original)
     if original.fingerprint == fingerprint(**params):
         raise DuplicateEntry(original)
     differing = [
@@ -443,6 +575,13 @@ def _raise_if_key_used(
         if getattr(original, name) != value
     ]
     raise IdempotencyKeyReused(key, differing or ["parameters"], original)
+
+
+def _snapshot(entry: LedgerEntry) -> LedgerEntry:
+    """A transient copy of ``entry`` that stays readable after its session rolls back."""
+    return LedgerEntry(
+        **{attr.key: getattr(entry, attr.key) for attr in LedgerEntry.__mapper__.column_attrs}
+    )
 
 
 def find_entry(session: Session, customer_id: str, idempotency_key: str) -> LedgerEntry | None:

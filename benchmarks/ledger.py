@@ -1,0 +1,208 @@
+"""Ledger core throughput: ``worker.ledger.post_entry`` from K=8 separate processes.
+
+Each worker process has its own engine and posts entries through the real core, one
+``transaction()`` per entry (or per 100 entries for ``batch100``), on the wallets that
+``benchmarks.pgbench`` seeded. Each figure is paired with a pgbench run of the same statement
+started just before it (see ``run``), so a change in the machine's load between the two is
+small; the "floor" row runs the same statement from bare psycopg in 8 Python processes.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import random
+import time
+from statistics import median
+from typing import Any
+
+from benchmarks.common import Context, Row
+from benchmarks.pgbench import CLIENTS, FIRST_CUSTOMER, HOT_CUSTOMER, LAST_CUSTOMER, run_pgbench
+
+SECTION = "ledger core"
+GOAL = ">= 0.7x raw"
+WARMUP = 20
+
+
+def _wallet_for(kind: str, rng: random.Random, slot: int = 0) -> str:
+    if kind == "hot":
+        return str(HOT_CUSTOMER)
+    if kind == "batch100":
+        # Entry i of a batch uses a wallet from the i-th hundredth of the range: every batch
+        # locks wallets in ascending order, so concurrent batches never deadlock.
+        return str(FIRST_CUSTOMER + slot * 100 + rng.randrange(100))
+    return str(rng.randint(FIRST_CUSTOMER, LAST_CUSTOMER))
+
+
+_psycopg: dict[str, Any] = {}
+
+
+def _post_raw_psycopg(settings: Any, rng: random.Random) -> int:
+    """The floor for any Python client: the core's statement on a bare psycopg connection."""
+    import psycopg
+
+    from worker.ledger import _PG_POST, fingerprint
+    from worker.models import new_id, utcnow
+
+    conn = _psycopg.get("conn")
+    if conn is None:
+        dsn = settings.database_url.replace("postgresql+psycopg://", "postgresql://")
+        conn = _psycopg["conn"] = psycopg.connect(dsn)
+    amount = rng.randint(1, 1000)
+    params = {
+        "currency": "USD",
+        "amount": amount,
+        "is_credit": True,
+        "event_type": "merchant_adjustment",
+        "reason": "bench",
+        "reference_object_id": None,
+    }
+    with conn.transaction():
+        conn.execute(
+            _PG_POST,
+            {
+                **params,
+                "customer_id": _wallet_for("spread", rng),
+                "delta": amount,
+                "now": utcnow(),
+                "id": new_id("wle"),
+                "business_id": "bus_local",
+                "idempotency_key": None,
+                "fingerprint": fingerprint(**params),
+            },
+        ).fetchone()
+    return 1
+
+
+def _post_transaction(settings: Any, kind: str, rng: random.Random) -> int:
+    from worker import ledger
+    from worker.db import transaction
+
+    if kind == "psycopg":
+        return _post_raw_psycopg(settings, rng)
+    per_tx = 100 if kind == "batch100" else 1
+    with transaction(settings) as session:
+        for slot in range(per_tx):
+            ledger.post_entry(
+                session,
+                customer_id=_wallet_for(kind, rng, slot),
+                currency="USD",
+                amount=rng.randint(1, 1000),
+                is_credit=True,
+                reason="bench",
+            )
+    return per_tx
+
+
+def _worker(url: str, kind: str, transactions: int, seed: int, go: Any, out: Any) -> None:
+    from worker.config import Settings
+
+    settings = Settings(database_url=url)
+    rng = random.Random(seed)
+    try:
+        warm = "spread" if kind == "batch100" else kind
+        for _ in range(WARMUP):  # connect, prepare statements, fill caches
+            _post_transaction(settings, warm, rng)
+        out.put(("ready", seed))
+        go.wait(60)
+        start, cpu = time.monotonic(), time.process_time()
+        entries = sum(_post_transaction(settings, kind, rng) for _ in range(transactions))
+        out.put(("done", entries, start, time.monotonic(), time.process_time() - cpu))
+    except BaseException as exc:
+        out.put(("error", repr(exc)))
+
+
+def measure(ctx: Context, kind: str, transactions_per_worker: int) -> tuple[float, float]:
+    """Entries/s of K=CLIENTS processes each posting ``transactions_per_worker`` transactions,
+    and the client CPU milliseconds each entry cost (Python, SQLAlchemy and psycopg)."""
+    spawn = mp.get_context("spawn")
+    go, out = spawn.Event(), spawn.Queue()
+    procs = [
+        spawn.Process(
+            target=_worker, args=(ctx.database_url, kind, transactions_per_worker, i, go, out)
+        )
+        for i in range(CLIENTS)
+    ]
+    for p in procs:
+        p.start()
+    try:
+        results = []
+        for _ in range(CLIENTS):
+            message = out.get(timeout=120)
+            if message[0] == "error":
+                raise RuntimeError(f"ledger worker failed: {message[1]}")
+        go.set()
+        for _ in range(CLIENTS):
+            message = out.get(timeout=600)
+            if message[0] == "error":
+                raise RuntimeError(f"ledger worker failed: {message[1]}")
+            results.append(message)
+    finally:
+        for p in procs:
+            p.join(30)
+            if p.is_alive():
+                p.terminate()
+    entries = sum(r[1] for r in results)
+    elapsed = max(r[3] for r in results) - min(r[2] for r in results)
+    return entries / elapsed, 1000 * sum(r[4] for r in results) / entries
+
+
+def run(ctx: Context) -> list[Row]:
+    # The machine is shared: its load can double or halve the raw figure from one minute to
+    # the next. So each shape is measured in rounds, pgbench immediately followed by the
+    # Python workers, and the ratio is the median of the per-round ratios.
+    rounds = 1 if ctx.quick else 3
+    seconds = 3 if ctx.quick else 8
+    plans = {
+        "psycopg": 150 if ctx.quick else 300,
+        "spread": 150 if ctx.quick else 300,
+        "hot": 100 if ctx.quick else 150,
+        "batch100": 2 if ctx.quick else 4,
+    }
+    rows = []
+    for kind, transactions in plans.items():
+        raw_kind = "spread" if kind == "psycopg" else kind
+        per_tx = 100 if kind == "batch100" else 1
+        raws, values, cpus = [], [], []
+        for _ in range(rounds):
+            raws.append(run_pgbench(ctx, raw_kind, seconds) * per_tx)
+            value, cpu_ms = measure(ctx, kind, transactions)
+            values.append(value)
+            cpus.append(cpu_ms)
+        ratio = median(v / r for v, r in zip(values, raws, strict=True))
+        note = (
+            f"{CLIENTS} procs x {transactions} tx of {per_tx}; paired raw median "
+            f"{median(raws):.0f}/s over {rounds} round(s); client CPU {median(cpus):.2f} ms/entry"
+        )
+        if kind == "psycopg":
+            # Not a goal: how far a bare psycopg client gets, to tell Python's own share of the
+            # gap from SQLAlchemy's and the ledger's.
+            name, goal, note = "floor: bare psycopg spread", "", "same SQL, no SQLAlchemy; " + note
+        else:
+            name, goal = f"post_entry {kind}", GOAL
+        rows.append(
+            Row(
+                section=SECTION,
+                name=name,
+                value=median(values),
+                unit="entries/s",
+                goal=goal,
+                reference=f"raw_{raw_kind}",
+                ratio=ratio,
+                note=note,
+            )
+        )
+    rows.append(_verify(ctx))
+    return rows
+
+
+def _verify(ctx: Context) -> Row:
+    """The benchmark's own writes must leave the ledger exactly consistent."""
+    from worker import ledger
+    from worker.config import Settings
+    from worker.db import transaction
+
+    with transaction(Settings(database_url=ctx.database_url)) as session:
+        report = ledger.verify(session)
+    if not report.ok:
+        raise RuntimeError("verify failed after the benchmark: " + "; ".join(report.problems[:5]))
+    return Row(SECTION, "verify after run", report.entries, "entries", note="OK: no drift")

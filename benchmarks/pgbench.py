@@ -1,0 +1,188 @@
+"""Raw-SQL references: the ledger core's own statement, driven by ``pgbench``.
+
+On PostgreSQL ``worker.ledger.post_entry`` (a credit without an idempotency key) sends
+BEGIN; one statement that updates the wallet and inserts the entry (``_PG_POST``); COMMIT.
+The scripts below run that very SQL text (imported, so it cannot drift), with pgbench
+variables where the core binds parameters; values the core computes in Python (entry id,
+fingerprint, timestamp) are passed as variables too. ``-M prepared`` matches psycopg 3, which
+prepares statements it sees repeatedly.
+
+Each reference uses K=8 clients, like the Python benchmarks it is compared with:
+
+- ``raw_spread``   one entry per transaction, a random wallet out of 10,000 (entries/s)
+- ``raw_hot``      one entry per transaction, all on one hot wallet (entries/s)
+- ``raw_batch100`` 100 entries per transaction over random wallets (entries/s)
+"""
+
+from __future__ import annotations
+
+import glob
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import psycopg
+
+from benchmarks.common import Context, Row
+from worker.ledger import _PG_POST, fingerprint
+
+CLIENTS = 8
+WALLETS = 10_000
+# Benchmark customers are numbered so pgbench can pick one with random(): their ids are the
+# decimal strings HOT_CUSTOMER, FIRST_CUSTOMER..LAST_CUSTOMER.
+FIRST_CUSTOMER = 100_001
+LAST_CUSTOMER = FIRST_CUSTOMER + WALLETS - 1
+HOT_CUSTOMER = FIRST_CUSTOMER - 1
+SECTION = "raw sql (pgbench)"
+
+# Constant parameters, passed with ``pgbench -D``; parameters the core binds as None are NULL.
+CONSTANTS = {
+    "currency": "USD",
+    "business_id": "bus_local",
+    "is_credit": "true",
+    "event_type": "merchant_adjustment",
+    "reason": "bench",
+    "now": "2026-01-01T00:00:00Z",
+    "fingerprint": fingerprint(
+        currency="USD",
+        amount=1,
+        is_credit=True,
+        event_type="merchant_adjustment",
+        reason="bench",
+        reference_object_id=None,
+    ),
+}
+NULLS = ("reference_object_id", "idempotency_key")
+
+
+def statement() -> str:
+    """The core's statement with psycopg's ``%(name)s`` turned into pgbench's ``:name``."""
+    sql = " ".join(_PG_POST.split())
+    for name in NULLS:
+        sql = sql.replace(f"%({name})s", "NULL")
+    return re.sub(r"%\((\w+)\)s", r":\1", sql)
+
+
+def pgbench_binary() -> str:
+    found = shutil.which("pgbench") or next(
+        iter(sorted(glob.glob("/usr/lib/postgresql/*/bin/pgbench"), reverse=True)), None
+    )
+    if not found:
+        raise RuntimeError("pgbench not found (apt-get install postgresql-client)")
+    return found
+
+
+def seed(ctx: Context) -> None:
+    """Customers HOT, FIRST..LAST (ids are decimal strings), each with a USD wallet at 0."""
+    with psycopg.connect(ctx.pg_dsn, autocommit=True) as conn:
+        conn.execute(
+            """
+            INSERT INTO customers (customer_id, business_id, email, email_normalized, name,
+                                   metadata, created_at)
+            SELECT id, 'bus_local', id || '@bench.invalid', id || '@bench.invalid', 'bench',
+                   '{}', now()
+            FROM (SELECT g::text AS id FROM generate_series(%s::int, %s::int) g) ids
+            ON CONFLICT DO NOTHING
+            """,
+            (HOT_CUSTOMER, LAST_CUSTOMER),
+        )
+        conn.execute(
+            """
+            INSERT INTO wallets (customer_id, currency, balance, created_at, updated_at)
+            SELECT customer_id, 'USD', 0, now(), now() FROM customers
+            WHERE email LIKE '%%@bench.invalid'
+            ON CONFLICT DO NOTHING
+            """
+        )
+        conn.execute("VACUUM ANALYZE wallets")
+        conn.execute("VACUUM ANALYZE customers")
+
+
+def _one_entry(pick: str) -> str:
+    # A random 53-bit entry id per entry (ids are unique; a collision would fail the run).
+    return (
+        f"{pick}\n\\set amount random(1, 1000)\n\\set delta :amount\n"
+        f"\\set id random(1, 9007199254740991)\n{statement()};\n"
+    )
+
+
+def script(kind: str) -> str:
+    """The pgbench script for ``spread``, ``hot`` or ``batch100``."""
+    if kind == "spread":
+        body = _one_entry(f"\\set customer_id random({FIRST_CUSTOMER}, {LAST_CUSTOMER})")
+    elif kind == "hot":
+        body = _one_entry(f"\\set customer_id {HOT_CUSTOMER}")
+    elif kind == "batch100":
+        # Entry i uses a wallet from the i-th hundredth of the range: every batch locks its
+        # wallets in ascending order, so concurrent batches never deadlock.
+        body = "".join(
+            _one_entry(f"\\set customer_id {FIRST_CUSTOMER + i * 100} + random(0, 99)")
+            for i in range(100)
+        )
+    else:
+        raise ValueError(kind)
+    return f"BEGIN;\n{body}COMMIT;\n"
+
+
+def run_pgbench(
+    ctx: Context, kind: str, seconds: int, clients: int = CLIENTS, threads: int = CLIENTS
+) -> float:
+    """Transactions per second of ``script(kind)`` with ``clients`` connections.
+
+    One pgbench thread per client by default, like the K worker processes it is compared
+    with: on a busy machine a thread multiplexing several connections wakes up less often
+    per transaction, which would flatter the reference.
+    """
+    path = Path(ctx.workdir) / f"{kind}.sql"
+    path.write_text(script(kind))
+    done = subprocess.run(
+        [
+            pgbench_binary(),
+            "--no-vacuum",
+            "-M",
+            "prepared",
+            "-c",
+            str(clients),
+            "-j",
+            str(threads),
+            "-T",
+            str(seconds),
+            "-f",
+            str(path),
+            *(f"-D{name}={value}" for name, value in CONSTANTS.items()),
+            ctx.pg_dsn,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=seconds + 120,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"pgbench {kind} failed: {done.stderr.strip()[-2000:]}")
+    failed = re.search(r"number of failed transactions: (\d+)", done.stdout)
+    if failed and int(failed.group(1)):
+        raise RuntimeError(f"pgbench {kind}: {failed.group(1)} failed transactions")
+    match = re.search(r"tps = ([0-9.]+) \(without initial connection time\)", done.stdout)
+    if not match:
+        raise RuntimeError(f"cannot read tps from pgbench output:\n{done.stdout}")
+    return float(match.group(1))
+
+
+def run_references(ctx: Context) -> list[Row]:
+    """Measure every reference into ``ctx.references`` and return them as rows."""
+    seed(ctx)
+    seconds = 4 if ctx.quick else 8
+    rows = []
+    for kind, per_tx in (("spread", 1), ("hot", 1), ("batch100", 100)):
+        value = run_pgbench(ctx, kind, seconds) * per_tx
+        ctx.references[f"raw_{kind}"] = value
+        rows.append(
+            Row(
+                section=SECTION,
+                name=f"raw_{kind}",
+                value=value,
+                unit="entries/s",
+                note=f"pgbench -M prepared -c {CLIENTS}, {seconds}s",
+            )
+        )
+    return rows
