@@ -362,6 +362,7 @@ def _apply(
     if session.get_bind().dialect.name == "postgresql":
         posted = _apply_postgresql(session, customer_id, idempotency_key, params)
         if posted is not None:
+            commit_hooks.entry_posted(session, posted.entry)
             return posted
     # The general path (SQLite, and PostgreSQL's rare cases: a used key, a refused debit, a
     # wallet not created yet): check the key, then move the balance and insert the entry.
@@ -785,4 +786,7 @@ def debit_many_up_to(
             moves,
         )
         session.execute(insert(LedgerEntry.__table__), entries)
+        for values in entries:
+            # A transient copy: the rows went in through Core, the hooks only read them.
+            commit_hooks.entry_posted(session, LedgerEntry(**values))
     return posted

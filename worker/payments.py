@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from worker import ledger
+from worker import ledger, notify
 from worker.db import settings_of
 from worker.errors import CustomerNotFound, DuplicateEntry, ValidationFailed
 from worker.inbox import Handled, NotReady, handles
@@ -189,7 +189,7 @@ def reverse_topup(
     else:
         share = topup.credited_amount
     share = max(0, min(share, topup.credited_amount - topup.reversed_amount))
-    debited, entry_id = 0, None
+    debited, entry_id, balance_after = 0, None, 0
     if share > 0:
         assert topup.customer_id is not None and topup.currency is not None
         posted = ledger.debit_up_to(
@@ -204,6 +204,7 @@ def reverse_topup(
         )
         if posted is not None:
             debited, entry_id = posted.entry.amount, posted.entry.id
+            balance_after = posted.wallet.balance
     topup.reversed_amount += share
     session.add(
         TopupRefund(
@@ -218,6 +219,22 @@ def reverse_topup(
         )
     )
     session.flush()
+    if share > debited:
+        # The customer already spent the credit being refunded: the ledger cannot take it
+        # back, so the merchant is told what is owed.
+        notify.enqueue_event(
+            session,
+            "payment.refund_shortfall",
+            {
+                "customer_id": topup.customer_id,
+                "currency": topup.currency,
+                "balance": balance_after,
+                "payment_id": payment_id,
+                "refund_id": refund_id,
+                "shortfall": share - debited,
+                "ledger_entry_id": entry_id,
+            },
+        )
     return {
         "refund_id": refund_id,
         "payment_id": payment_id,

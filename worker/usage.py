@@ -27,7 +27,7 @@ from typing import Any
 from sqlalchemy import bindparam, func, select, text, tuple_, update
 from sqlalchemy.orm import Session
 
-from worker import ledger
+from worker import ledger, notify
 from worker.db import settings_of
 from worker.errors import NotFound, ValidationFailed
 from worker.models import Customer, UsageEvent, Wallet, utcnow
@@ -268,6 +268,20 @@ def bill_batch(session: Session, limit: int = BATCH_SIZE) -> BatchResult:
         shortfall = whole - applied
         result.debited += applied
         result.unbilled += shortfall
+        if shortfall:
+            # Usage already happened: it is recorded as owed, and the merchant is told.
+            notify.enqueue_event(
+                session,
+                "usage.unbilled",
+                {
+                    "customer_id": customer_id,
+                    "currency": currency,
+                    "balance": entry.after_balance if entry else 0,
+                    "unbilled_amount": shortfall,
+                    "event_count": len(rows),
+                    "ledger_entry_id": entry_id,
+                },
+            )
         owed = _allocate_shortfall(rows, shortfall)
         for row in rows:
             event_updates.append(
