@@ -120,10 +120,12 @@ def burst(
     threads: int = 4,
     usage_every: int = 0,
     usage_size: int = 100,
+    pause: float = 0.0,
     max_payments: int = 100_000,
 ) -> threading.Thread:
     """Post signed payments (and, every ``usage_every``-th request, a usage batch) from
-    ``threads`` clients until ``until`` is set; returns the running coordinator thread."""
+    ``threads`` clients, each pausing ``pause`` s between requests, until ``until`` is set;
+    returns the running coordinator thread."""
     tag = uuid.uuid4().hex[:6]
     counter = iter(range(max_payments))
     counter_lock = threading.Lock()
@@ -140,6 +142,7 @@ def burst(
                     post_usage(client, out, customer_ids, usage_size, f"{tag}_{n}")
                 else:
                     post_payment(client, out, customer, f"pay_{tag}_{n}")
+                until.wait(pause)
 
     def run() -> None:
         with ThreadPoolExecutor(threads) as pool:
