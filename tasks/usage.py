@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import logging
 
+from celery import Task
+from sqlalchemy.exc import OperationalError
+
 from worker import usage
 from worker.celery import app
 from worker.config import get_settings
@@ -16,8 +19,13 @@ log = logging.getLogger(__name__)
 MAX_BATCHES_PER_TASK = 20
 
 
-@app.task(name="tasks.usage.bill_pending", acks_late=True)
-def bill_pending(batch_size: int = usage.BATCH_SIZE) -> int:
+# Database unreachable: retried soon (1, 2, 4, ... s) rather than left to beat's bill-usage
+# sweep 30 s later. Safe either way: a batch that did commit left no pending events behind.
+MAX_RETRIES = 6
+
+
+@app.task(name="tasks.usage.bill_pending", bind=True, acks_late=True, max_retries=MAX_RETRIES)
+def bill_pending(self: Task, batch_size: int = usage.BATCH_SIZE) -> int:
     """Bill pending events batch by batch until none is left; returns how many were billed.
 
     Safe to run any number of times, concurrently or redelivered: each batch locks its events
@@ -26,8 +34,12 @@ def bill_pending(batch_size: int = usage.BATCH_SIZE) -> int:
     settings = get_settings()
     billed = 0
     for _ in range(MAX_BATCHES_PER_TASK):
-        with transaction(settings) as session:
-            result = usage.bill_batch(session, limit=batch_size)
+        try:
+            with transaction(settings) as session:
+                result = usage.bill_batch(session, limit=batch_size)
+        except OperationalError as exc:
+            log.warning("usage billing: database error, retrying: %s", exc)
+            raise self.retry(exc=exc, countdown=min(2**self.request.retries, 30)) from exc
         billed += result.events
         if result.events < batch_size:
             return billed

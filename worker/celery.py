@@ -35,7 +35,7 @@ def make_celery(settings: Settings | None = None) -> Celery:
         # The web process enqueues after commit; a dead broker must not hang a request.
         broker_connection_timeout=2,
         broker_connection_retry_on_startup=True,
-        broker_transport_options=_transport_options(broker),
+        broker_transport_options=_transport_options(broker, settings.broker_visibility_timeout),
         beat_schedule=schedule.beat_schedule(settings),
     )
     # Balance changes committed in tasks get their low-balance check and notifications.
@@ -43,10 +43,16 @@ def make_celery(settings: Settings | None = None) -> Celery:
     return celery
 
 
-def _transport_options(broker: str) -> dict[str, object]:
+def _transport_options(broker: str, visibility_timeout: int = 3600) -> dict[str, object]:
     if broker.startswith(("redis://", "rediss://")):
         return {
-            "visibility_timeout": 3600,
+            # A message taken by a worker that died unacked goes back to the queue after this.
+            # Tasks are idempotent, so a task outliving it and running twice is harmless.
+            "visibility_timeout": visibility_timeout,
+            # kombu scans for such messages every interval x throttle seconds (default 10 x 10):
+            # scan every interval, and never less often than the timeout itself asks for.
+            "unacked_restore_interval": max(1, min(10, visibility_timeout // 2)),
+            "unacked_restore_throttle": 1,
             # A dead or unreachable broker fails a publish in about a second instead of
             # hanging the web request (the inbox row is already committed; the sweeper sends
             # it later).

@@ -35,6 +35,8 @@ class Settings:
     )
     api_key: str | None = None
     broker_url: str | None = None
+    # Redis broker: seconds before an unacknowledged message (its worker died) is redelivered.
+    broker_visibility_timeout: int = 3600
     # Payment webhooks (issue: payment webhooks). A provider whose secret is unset is disabled.
     dodo_webhook_secret: str | None = None
     stripe_webhook_secret: str | None = None
@@ -116,6 +118,7 @@ class Settings:
             fx_rates_to_usd=_fx_rates(env.get("FX_RATES_TO_USD", "")),
             api_key=env.get("BILLING_API_KEY") or None,
             broker_url=env.get("CELERY_BROKER_URL") or None,
+            broker_visibility_timeout=_positive_int(env, "BROKER_VISIBILITY_TIMEOUT", 3600),
             dodo_webhook_secret=env.get("DODO_WEBHOOK_SECRET") or None,
             stripe_webhook_secret=env.get("STRIPE_WEBHOOK_SECRET") or None,
             topup_products=_checked_topup_products(env.get("TOPUP_PRODUCTS", "")),

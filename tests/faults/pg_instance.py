@@ -90,7 +90,10 @@ class PostgresInstance:
                     "-w",
                     "-o",
                     f"-p {self.port} -k /tmp -c listen_addresses=127.0.0.1 "
-                    "-c fsync=off -c synchronous_commit=off -c max_connections=200",
+                    # fsync off: only the server process is ever crashed, never the OS, so the
+                    # page cache keeps what was written. synchronous_commit stays ON: an
+                    # acknowledged commit must survive an immediate (crash) stop.
+                    "-c fsync=off -c max_connections=200",
                     "start",
                 ]
             ),

@@ -7,6 +7,7 @@ may stop and restart. Every process is stopped by PID when the stack closes.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -28,8 +29,12 @@ from tests.support import (
     stop,
     wait_until,
 )
+from tests.usage_support import PRICING_TOML
+from tests.webhook_helpers import DODO_SECRET
 from worker import migrate
 from worker.config import Settings
+
+API_KEY = "fault-key"
 
 
 class Stack:
@@ -45,6 +50,7 @@ class Stack:
         self.worker: subprocess.Popen | None = None
         self.beat: subprocess.Popen | None = None
         self.web_port = free_port()
+        self._ready_before = 0
 
     # -- lifecycle ---------------------------------------------------------------------------
     def __enter__(self) -> Stack:
@@ -55,18 +61,26 @@ class Stack:
             self.db_name, self.database_url = create_pg_database("bw_fault")
         migrate.upgrade(Settings(database_url=self.database_url))
         self.start_redis()
+        pricing = self.tmp / "pricing.toml"
+        pricing.write_text(PRICING_TOML)
         self.env = process_env(
             DATABASE_URL=self.database_url,
             CELERY_BROKER_URL=self.broker_url,
-            BILLING_API_KEY="fault-key",
+            BILLING_API_KEY=API_KEY,
+            DODO_WEBHOOK_SECRET=DODO_SECRET,
+            PRICING_FILE=str(pricing),
             **self.extra_env,
         )
         return self
 
     def __exit__(self, *exc: object) -> None:
-        for proc in (self.web, self.worker, self.beat, self.redis):
-            if proc is not None:
-                stop(proc, timeout=5)
+        procs = [p for p in (self.web, self.worker, self.beat, self.redis) if p is not None]
+        for proc in procs:  # all at once: their shutdowns overlap
+            if proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGTERM)
+        for proc in procs:
+            stop(proc, timeout=5)
         from worker.db import dispose_engines
 
         dispose_engines()
@@ -74,6 +88,10 @@ class Stack:
             self.pg.destroy()
         if self.db_name:
             drop_pg_database(self.db_name)
+
+    @property
+    def settings(self) -> Settings:
+        return Settings(database_url=self.database_url)
 
     @property
     def broker_url(self) -> str:
@@ -114,11 +132,28 @@ class Stack:
         wait_until(up, what="redis-server")
 
     def stop_redis(self) -> None:
+        """SIGKILL: no save, no clean close; every queued message is gone with it."""
         assert self.redis is not None
         stop(self.redis, signal.SIGKILL)
 
+    def restart_redis(self) -> None:
+        """A fresh, empty redis-server on the same port (clients reconnect to the same URL)."""
+        self.stop_redis()
+        self.start_redis()
+
+    # -- private postgres ----------------------------------------------------------------------
+    def stop_postgres(self, mode: str = "immediate") -> None:
+        """``immediate`` is a crash: no checkpoint, every connection cut; recovery on start."""
+        assert self.pg is not None, "only a private PostgreSQL may be stopped"
+        self.pg.stop(mode)
+
+    def start_postgres(self) -> None:
+        assert self.pg is not None
+        self.pg.start()
+        wait_until(self.pg.is_up, timeout=30, what="private PostgreSQL")
+
     # -- web / worker / beat -------------------------------------------------------------------
-    def start_web(self, workers: int = 2) -> None:
+    def start_web(self, workers: int = 2, wait: bool = True) -> None:
         self.web = spawn(
             [
                 sys.executable,
@@ -135,16 +170,22 @@ class Stack:
             self.env,
             self.tmp / "gunicorn.log",
         )
+        if wait:
+            self.wait_web_ready()
 
+    def wait_web_ready(self, timeout: float = 60) -> None:
         def healthy() -> bool:
+            assert self.web is not None and self.web.poll() is None, "gunicorn exited"
             try:
-                return httpx.get(self.base_url + "/healthz", timeout=1).status_code in (200, 503)
+                return httpx.get(self.base_url + "/healthz", timeout=3).status_code in (200, 503)
             except httpx.HTTPError:
                 return False
 
-        wait_until(healthy, timeout=30, what="gunicorn")
+        # Not too often: each probe costs CPU the starting workers need (2 cores).
+        wait_until(healthy, timeout=timeout, interval=0.25, what="gunicorn")
 
     def start_worker(self, concurrency: int = 2, *extra: str) -> None:
+        self._ready_before = self._ready_lines()
         self.worker = spawn(
             [
                 sys.executable,
@@ -164,6 +205,20 @@ class Stack:
             self.env,
             self.tmp / "worker.log",
         )
+
+    def wait_worker_ready(self, timeout: float = 60) -> None:
+        """Until the worker consumes (its log says ``ready``) after its latest start."""
+        assert self.worker is not None
+        wait_until(
+            lambda: self._ready_lines() > self._ready_before,
+            timeout=timeout,
+            interval=0.1,
+            what="celery worker ready",
+        )
+
+    def _ready_lines(self) -> int:
+        log = self.tmp / "worker.log"
+        return log.read_text(errors="replace").count(" ready.") if log.exists() else 0
 
     def kill_worker(self) -> None:
         """SIGKILL the worker's whole process group: no clean shutdown, no acks."""
