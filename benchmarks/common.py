@@ -18,6 +18,7 @@ class Row:
     reference: str | None = None  # key into Context.references for the ratio column
     ratio: float | None = None
     note: str = ""
+    load: str = ""  # the load generator: "pgbench", "wrk", "process pool", "sql"
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -12,14 +12,14 @@ from __future__ import annotations
 import multiprocessing
 import time
 from decimal import Decimal
-from pathlib import Path
 
 import httpx
 import psycopg
 from sqlalchemy import text
 
+from benchmarks import services
 from benchmarks.common import Context, Row
-from tests.support import celery_worker, gunicorn, process_env, stop, wait_until
+from tests.support import wait_until
 from worker import ledger
 from worker.config import Settings
 from worker.db import dispose_engines, transaction
@@ -174,27 +174,20 @@ def _raw_reference(dsn: str, n: int) -> float:
 
 
 def run(ctx: Context) -> list[Row]:
-    n = 20_000 if ctx.quick else 100_000
-    work = Path(ctx.workdir) / "usage"
-    work.mkdir(parents=True, exist_ok=True)
+    n = 4_000 if ctx.quick else 100_000
+    work = services.workdir(ctx, "usage")
     pricing = work / "pricing.toml"
     pricing.write_text(PRICING)
     settings = Settings(database_url=ctx.database_url)
     _setup(settings)
     expected = _expected(n)
-    env = process_env(
-        DATABASE_URL=ctx.database_url,
-        CELERY_BROKER_URL=ctx.redis_url,
-        BILLING_API_KEY=API_KEY,
-        PRICING_FILE=str(pricing),
-    )
-    worker = celery_worker(env, work, concurrency=2)
-    try:
-        with gunicorn(env, work, workers=3) as base:
-            time.sleep(2)  # let the worker connect before the clock starts
+    env = services.env(ctx, BILLING_API_KEY=API_KEY, PRICING_FILE=str(pricing))
+    with services.celery(env, work, concurrency=2), services.web(env, work, workers=3) as base:
+        try:
+            time.sleep(1 if ctx.quick else 2)  # let the worker connect before the clock starts
             slices = [list(range(c, n, CLIENTS)) for c in range(CLIENTS)]
             ctx_mp = multiprocessing.get_context("spawn")
-            start_at = time.time() + 1.5
+            start_at = time.time() + (1.0 if ctx.quick else 1.5)
             procs = [ctx_mp.Process(target=_client, args=(base, sl, start_at)) for sl in slices]
             for p in procs:
                 p.start()
@@ -215,9 +208,8 @@ def run(ctx: Context) -> list[Row]:
 
             wait_until(done, timeout=900, interval=0.05, what="billing")
             finished = time.time()
-    finally:
-        stop(worker)
-        dispose_engines()
+        finally:
+            dispose_engines()
     with psycopg.connect(ctx.pg_dsn) as conn:
         rows = conn.execute(
             "SELECT customer_id, balance, pending_usage_scaled FROM wallets WHERE currency = 'USD'"
@@ -232,7 +224,16 @@ def run(ctx: Context) -> list[Row]:
     e2e_rate = n / (finished - start_at)
     ctx.references["raw_usage"] = _raw_reference(ctx.pg_dsn, n)
     note = f"{n} events, {CUSTOMERS} customers, {entries} usage entries, all balances exact"
+    load = f"process pool ({CLIENTS} httpx clients, batches of {BATCH})"
     return [
+        Row(
+            "usage",
+            "raw SQL batched insert + debit",
+            ctx.references["raw_usage"],
+            "events/s",
+            note="reference: the same rows from one psycopg connection, multi-row statements",
+            load="sql",
+        ),
         Row(
             "usage",
             "ingest events/s",
@@ -241,6 +242,7 @@ def run(ctx: Context) -> list[Row]:
             reference="raw_usage",
             ratio=ctx.ratio(ingest_rate, "raw_usage"),
             note=note,
+            load=load,
         ),
         Row(
             "usage",
@@ -250,31 +252,7 @@ def run(ctx: Context) -> list[Row]:
             goal=">= 10000",
             reference="raw_usage",
             ratio=ctx.ratio(e2e_rate, "raw_usage"),
+            note="first POST until no event is pending; Celery concurrency 2",
+            load=load,
         ),
-        Row("usage", "raw SQL insert+debit events/s", ctx.references["raw_usage"], "events/s"),
     ]
-
-
-if __name__ == "__main__":  # python -m benchmarks.usage [--full]
-    import sys
-    import tempfile
-
-    from tests.support import create_pg_database, drop_pg_database, redis_server
-    from worker import migrate
-
-    name, url = create_pg_database("bw_bench")
-    try:
-        migrate.upgrade(Settings(database_url=url))
-        with tempfile.TemporaryDirectory() as tmp, redis_server(Path(tmp)) as (redis_url, _):
-            ctx = Context(
-                quick="--full" not in sys.argv,
-                database_url=url,
-                pg_dsn=f"host=127.0.0.1 port=5432 user=root dbname={name}",
-                redis_url=redis_url,
-                workdir=tmp,
-            )
-            for row in run(ctx):
-                print(f"{row.name:35} {row.value:12.0f} {row.unit:10} ratio={row.ratio} {row.note}")
-    finally:
-        dispose_engines()
-        drop_pg_database(name)
