@@ -23,7 +23,8 @@ import traceback
 from contextlib import ExitStack
 from datetime import UTC, datetime
 
-from benchmarks import memory, pgbench
+# Only light imports at module level: spawned load clients re-import this module.
+from benchmarks import memory
 from benchmarks.common import Context, Row
 
 # Each module exposes run(ctx) -> list[Row]. Add new areas here. The order matters: ledger
@@ -128,6 +129,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick and not wanted:
         modules = [m for m in modules if m not in FULL_ONLY]
 
+    from benchmarks import pgbench
+
     rows: list[Row] = []
     failed = False
     started = datetime.now(UTC)
@@ -153,6 +156,7 @@ def main(argv: list[str] | None = None) -> int:
             pg_dsn=dsn,
             redis_url=_redis(stack, workdir),
             workdir=workdir,
+            stack=stack,
         )
         print(f"scratch database ready; measuring raw references ({time.strftime('%X')})")
         try:

@@ -35,6 +35,10 @@ class Context:
     workdir: str  # a temporary directory for logs and scripts
     # Raw-SQL reference figures measured in this run, e.g. {"raw_spread": 4100.0}.
     references: dict[str, float] = field(default_factory=dict)
+    # The run's ExitStack: services started on first use (benchmarks.services.shared) are
+    # stopped when the run ends.
+    stack: Any = None
+    shared: dict[str, Any] = field(default_factory=dict)
 
     def ratio(self, value: float, reference: str) -> float | None:
         ref = self.references.get(reference)

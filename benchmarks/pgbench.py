@@ -134,8 +134,15 @@ def run_pgbench(
     with: on a busy machine a thread multiplexing several connections wakes up less often
     per transaction, which would flatter the reference.
     """
-    path = Path(ctx.workdir) / f"{kind}.sql"
-    path.write_text(script(kind))
+    return run_script(ctx, kind, script(kind), seconds, clients, threads)
+
+
+def run_script(
+    ctx: Context, name: str, text: str, seconds: float, clients: int, threads: int | None = None
+) -> float:
+    """Transactions per second of the pgbench script ``text`` (``-M prepared``)."""
+    path = Path(ctx.workdir) / f"{name}.sql"
+    path.write_text(text)
     done = subprocess.run(
         [
             pgbench_binary(),
@@ -145,9 +152,9 @@ def run_pgbench(
             "-c",
             str(clients),
             "-j",
-            str(threads),
+            str(threads or clients),
             "-T",
-            str(seconds),
+            str(max(1, round(seconds))),
             "-f",
             str(path),
             *(f"-D{name}={value}" for name, value in CONSTANTS.items()),
@@ -158,10 +165,10 @@ def run_pgbench(
         timeout=seconds + 120,
     )
     if done.returncode != 0:
-        raise RuntimeError(f"pgbench {kind} failed: {done.stderr.strip()[-2000:]}")
+        raise RuntimeError(f"pgbench {name} failed: {done.stderr.strip()[-2000:]}")
     failed = re.search(r"number of failed transactions: (\d+)", done.stdout)
     if failed and int(failed.group(1)):
-        raise RuntimeError(f"pgbench {kind}: {failed.group(1)} failed transactions")
+        raise RuntimeError(f"pgbench {name}: {failed.group(1)} failed transactions")
     match = re.search(r"tps = ([0-9.]+) \(without initial connection time\)", done.stdout)
     if not match:
         raise RuntimeError(f"cannot read tps from pgbench output:\n{done.stdout}")

@@ -13,8 +13,23 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from benchmarks.clients import API_KEY, WEBHOOK_SECRET
 from benchmarks.common import Context
 from tests.support import celery_worker, gunicorn, process_env, stop
+
+# The one web server and Celery worker every HTTP benchmark shares (started once per run).
+WEB_WORKERS = 3
+WEB_THREADS = 4
+CELERY_CONCURRENCY = 2
+PRICING = """
+[prices.api_call]
+currency = "USD"
+unit_amount = "0.3"
+[prices.llm_tokens]
+currency = "USD"
+unit_amount = "0.002"
+quantity_key = "tokens"
+"""
 
 # gthread keeps connections alive (sync closes each one and lingers for the client's FIN);
 # it measured ~40% more req/s than sync workers on this machine.
@@ -91,3 +106,31 @@ def wrk(
 def _ms(text: str) -> float:
     value, unit = re.match(r"([\d.]+)(\w+)", text).groups()
     return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}[unit]
+
+
+def shared(ctx: Context) -> str:
+    """The run's gunicorn (WEB_WORKERS gthread workers x WEB_THREADS) and Celery worker,
+    started on first use with every setting the benchmarks need and stopped at the end of the
+    run; returns the base URL. One start-up per run instead of one per module."""
+    if "base" not in ctx.shared:
+        where = workdir(ctx, "services")
+        pricing = where / "pricing.toml"
+        pricing.write_text(PRICING)
+        environment = env(
+            ctx,
+            BILLING_API_KEY=API_KEY,
+            DODO_WEBHOOK_SECRET=WEBHOOK_SECRET,
+            PRICING_FILE=str(pricing),
+            INBOX_SWEEP_SECONDS="30",
+        )
+        ctx.stack.enter_context(celery(environment, where, CELERY_CONCURRENCY))
+        base = ctx.stack.enter_context(web(environment, where, WEB_WORKERS, WEB_THREADS))
+        ctx.shared["base"] = base
+    return ctx.shared["base"]
+
+
+def describe() -> str:
+    return (
+        f"gunicorn {WEB_WORKERS} gthread workers x{WEB_THREADS} threads, "
+        f"Celery concurrency {CELERY_CONCURRENCY}"
+    )

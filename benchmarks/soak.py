@@ -10,115 +10,40 @@ within ±10% of the first post-warm-up sample for the row to say "flat".
 
 from __future__ import annotations
 
-import http.client
-import json
 import multiprocessing
-import time
-import uuid
-from datetime import UTC, datetime
 
-from benchmarks import memory, services
+from benchmarks import clients, memory, services
 from benchmarks import usage as usage_bench
-from benchmarks import webhooks as webhook_bench
 from benchmarks.common import Context, Row
 from benchmarks.pgbench import FIRST_CUSTOMER, LAST_CUSTOMER
 from worker.config import Settings
 from worker.db import dispose_engines
 
-API_KEY = "bench-soak-key"
 LEDGER_RATE = 40  # req/s
 WEBHOOK_RATE = 40  # deliveries/s
 USAGE_BATCH = 100  # events per POST, one POST a second
 FLAT = 0.10
 
 
-def _paced(kind: str, host: str, port: int, rate: float, seconds: float) -> tuple[int, int]:
-    """Send ``kind`` requests at ``rate``/s for ``seconds``; returns (sent, non-2xx)."""
-    import random
-
-    from standardwebhooks import Webhook
-
-    webhook = Webhook(webhook_bench.SECRET)
-    tag = uuid.uuid4().hex[:8]
-    connection = http.client.HTTPConnection(host, port, timeout=30)
-    sent = errors = 0
-    start = time.monotonic()
-    n = 0
-    while (scheduled := start + n / rate) < start + seconds:
-        delay = scheduled - time.monotonic()
-        if delay > 0:
-            time.sleep(delay)
-        n += 1
-        headers = {"Content-Type": "application/json"}
-        if kind == "ledger":
-            path = f"/customers/{random.randint(FIRST_CUSTOMER, LAST_CUSTOMER)}"
-            path += "/wallets/ledger-entries"
-            headers["Authorization"] = f"Bearer {API_KEY}"
-            body = json.dumps(
-                {
-                    "amount": 1,
-                    "currency": "USD",
-                    "entry_type": "credit",
-                    "idempotency_key": f"soak-{tag}-{n}",
-                }
-            )
-        elif kind == "webhook":
-            path = "/webhooks/dodo"
-            msg_id, ts, sig, body = webhook_bench.signed_delivery(
-                webhook, tag, n, datetime.now(UTC)
-            )
-            headers |= {"webhook-id": msg_id, "webhook-timestamp": ts, "webhook-signature": sig}
-        else:
-            path = "/events/ingest"
-            headers["Authorization"] = f"Bearer {API_KEY}"
-            events = [usage_bench._event(n * USAGE_BATCH + i, f"s{tag}") for i in range(100)]
-            body = json.dumps({"events": events})
-        try:
-            connection.request("POST", path, body, headers)
-            response = connection.getresponse()
-            response.read()
-            sent += 1
-            errors += not 200 <= response.status < 300
-        except (OSError, http.client.HTTPException):
-            errors += 1
-            connection.close()
-            connection = http.client.HTTPConnection(host, port, timeout=30)
-    connection.close()
-    return sent, errors
-
-
 def run(ctx: Context, seconds: float) -> list[Row]:
-    where = services.workdir(ctx, "soak")
-    pricing = where / "pricing.toml"
-    pricing.write_text(usage_bench.PRICING)
-    usage_bench._setup(Settings(database_url=ctx.database_url))  # funded usage customers
     from benchmarks.pgbench import seed
 
+    usage_bench._setup(Settings(database_url=ctx.database_url))  # funded usage customers
     seed(ctx)  # the 10,000 ledger wallets
     dispose_engines()
-    env = services.env(
-        ctx,
-        BILLING_API_KEY=API_KEY,
-        DODO_WEBHOOK_SECRET=webhook_bench.SECRET,
-        PRICING_FILE=str(pricing),
-    )
     interval = 5.0 if seconds >= 300 else max(1.0, seconds / 30)
-    plan = [
-        ("ledger", LEDGER_RATE),
-        ("webhook", WEBHOOK_RATE),
-        ("usage", 1.0),
-    ]
-    with services.celery(env, where, concurrency=2), services.web(env, where) as base:
-        host, port = base.removeprefix("http://").split(":")
-        with (
-            memory.Sampler(interval=interval) as sampler,
-            multiprocessing.get_context("spawn").Pool(len(plan)) as pool,
-        ):
-            sampler.sample()
-            results = pool.starmap(
-                _paced, [(kind, host, int(port), rate, seconds) for kind, rate in plan]
-            )
-            sampler.sample()
+    plan = [("ledger", LEDGER_RATE), ("webhook", WEBHOOK_RATE), ("usage", 1.0)]
+    base = services.shared(ctx)
+    with (
+        memory.Sampler(interval=interval) as sampler,
+        multiprocessing.get_context("spawn").Pool(len(plan)) as pool,
+    ):
+        sampler.sample()
+        results = pool.starmap(
+            clients.paced_mixed,
+            [(kind, base, rate, seconds, FIRST_CUSTOMER, LAST_CUSTOMER) for kind, rate in plan],
+        )
+        sampler.sample()
     sent = {kind: r for (kind, _), r in zip(plan, results, strict=True)}
     warmup = min(60.0, 0.2 * seconds)
     first = sampler.series[0][0]

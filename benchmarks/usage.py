@@ -13,11 +13,12 @@ import multiprocessing
 import time
 from decimal import Decimal
 
-import httpx
 import psycopg
 from sqlalchemy import text
 
 from benchmarks import services
+from benchmarks.clients import USAGE_CUSTOMERS as CUSTOMERS
+from benchmarks.clients import post_usage, usage_event
 from benchmarks.common import Context, Row
 from tests.support import wait_until
 from worker import ledger
@@ -25,52 +26,16 @@ from worker.config import Settings
 from worker.db import dispose_engines, transaction
 from worker.schemas import USAGE_SCALE
 
-CUSTOMERS = 1000
 BATCH = 500
 CLIENTS = 4
-API_KEY = "bench-key"
-PRICING = """
-[prices.api_call]
-currency = "USD"
-unit_amount = "0.3"
-[prices.llm_tokens]
-currency = "USD"
-unit_amount = "0.002"
-quantity_key = "tokens"
-"""
 CREDIT = 10**9
 
 
-def _event(i: int, prefix: str) -> dict:
-    if i % 2:
-        return {
-            "event_id": f"{prefix}{i}",
-            "customer_id": f"cus_b{i % CUSTOMERS:04d}",
-            "event_name": "api_call",
-        }
-    return {
-        "event_id": f"{prefix}{i}",
-        "customer_id": f"cus_b{i % CUSTOMERS:04d}",
-        "event_name": "llm_tokens",
-        "metadata": {"tokens": 100 + i % 977},
-    }
+_event = usage_event
 
 
 def _cost(i: int) -> Decimal:
     return Decimal("0.3") if i % 2 else Decimal("0.002") * (100 + i % 977)
-
-
-def _client(base: str, indexes: list[int], start_at: float) -> None:
-    """One load-generating process: posts its events in batches of 500."""
-    with httpx.Client(
-        base_url=base, timeout=60, headers={"Authorization": f"Bearer {API_KEY}"}
-    ) as http:
-        while time.time() < start_at:
-            time.sleep(0.001)
-        for k in range(0, len(indexes), BATCH):
-            body = {"events": [_event(i, "e") for i in indexes[k : k + BATCH]]}
-            response = http.post("/events/ingest", json=body)
-            response.raise_for_status()
 
 
 def _setup(settings: Settings) -> None:
@@ -175,41 +140,38 @@ def _raw_reference(dsn: str, n: int) -> float:
 
 def run(ctx: Context) -> list[Row]:
     n = 4_000 if ctx.quick else 100_000
-    work = services.workdir(ctx, "usage")
-    pricing = work / "pricing.toml"
-    pricing.write_text(PRICING)
     settings = Settings(database_url=ctx.database_url)
     _setup(settings)
     expected = _expected(n)
-    env = services.env(ctx, BILLING_API_KEY=API_KEY, PRICING_FILE=str(pricing))
-    with services.celery(env, work, concurrency=2), services.web(env, work, workers=3) as base:
-        try:
-            time.sleep(1 if ctx.quick else 2)  # let the worker connect before the clock starts
-            slices = [list(range(c, n, CLIENTS)) for c in range(CLIENTS)]
-            ctx_mp = multiprocessing.get_context("spawn")
-            start_at = time.time() + (1.0 if ctx.quick else 1.5)
-            procs = [ctx_mp.Process(target=_client, args=(base, sl, start_at)) for sl in slices]
-            for p in procs:
-                p.start()
-            for p in procs:
-                p.join(600)
-                if p.exitcode != 0:
-                    raise RuntimeError(f"load client failed with {p.exitcode}")
-            ingested = time.time()
+    base = services.shared(ctx)
+    try:
+        slices = [list(range(c, n, CLIENTS)) for c in range(CLIENTS)]
+        ctx_mp = multiprocessing.get_context("spawn")
+        start_at = time.time() + 1.5  # spawned clients start together
+        procs = [
+            ctx_mp.Process(target=post_usage, args=(base, sl, start_at, BATCH)) for sl in slices
+        ]
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join(600)
+            if p.exitcode != 0:
+                raise RuntimeError(f"load client failed with {p.exitcode}")
+        ingested = time.time()
 
-            def done() -> bool:
-                with psycopg.connect(ctx.pg_dsn) as conn:
-                    return (
-                        conn.execute(
-                            "SELECT count(*) FROM usage_events WHERE status = 'pending'"
-                        ).fetchone()[0]
-                        == 0
-                    )
+        def done() -> bool:
+            with psycopg.connect(ctx.pg_dsn) as conn:
+                return (
+                    conn.execute(
+                        "SELECT count(*) FROM usage_events WHERE status = 'pending'"
+                    ).fetchone()[0]
+                    == 0
+                )
 
-            wait_until(done, timeout=900, interval=0.05, what="billing")
-            finished = time.time()
-        finally:
-            dispose_engines()
+        wait_until(done, timeout=900, interval=0.05, what="billing")
+        finished = time.time()
+    finally:
+        dispose_engines()
     with psycopg.connect(ctx.pg_dsn) as conn:
         rows = conn.execute(
             "SELECT customer_id, balance, pending_usage_scaled FROM wallets WHERE currency = 'USD'"
@@ -252,7 +214,7 @@ def run(ctx: Context) -> list[Row]:
             goal=">= 10000",
             reference="raw_usage",
             ratio=ctx.ratio(e2e_rate, "raw_usage"),
-            note="first POST until no event is pending; Celery concurrency 2",
+            note=f"first POST until no event is pending; {services.describe()}",
             load=load,
         ),
     ]

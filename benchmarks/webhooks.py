@@ -4,36 +4,33 @@ credits per second until every wallet is credited (Celery worker on a private re
 The load generator is ``wrk`` (a separate process, C) replaying pre-signed Standard Webhooks
 requests from a file with a Lua script, so the interpreter under test does not share its CPU
 with request generation beyond what the machine itself imposes. The raw-SQL reference, measured
-in the same run with the same concurrency, is the receiver's unavoidable work: one
-``INSERT ... ON CONFLICT DO NOTHING`` + ``COMMIT`` per event over psycopg.
+in the same run with the same concurrency by pgbench, is the receiver's unavoidable work: one
+``INSERT ... ON CONFLICT DO NOTHING`` + ``COMMIT`` per event.
 """
 
 from __future__ import annotations
 
-import json
-import multiprocessing
 import time
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
-import psycopg
 from sqlalchemy import func, select, text
 from standardwebhooks import Webhook
 
 from benchmarks import services
+from benchmarks.clients import WEBHOOK_CREDIT as CREDIT
+from benchmarks.clients import WEBHOOK_CUSTOMERS as CUSTOMERS
+from benchmarks.clients import WEBHOOK_SECRET as SECRET
+from benchmarks.clients import signed_delivery
 from benchmarks.common import Context, Row
+from benchmarks.pgbench import run_script
 from tests.support import wait_until
 from worker.config import Settings
 from worker.db import get_engine, transaction
 from worker.models import Base, InboxEvent, Wallet
 
-SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
-CREDIT = 100
-CUSTOMERS = 500
 CONNECTIONS = 16  # K concurrent clients
-WEB_WORKERS = 2  # one per core
-WEB_THREADS = 8  # threads overlap the database and broker round trips of a request
 
 LUA = r"""
 local requests = {}
@@ -57,33 +54,6 @@ end
 """
 
 
-def signed_delivery(webhook: Webhook, tag: str, i: int, now: datetime) -> tuple[str, str, str, str]:
-    """One signed ``payment.succeeded`` delivery: (webhook-id, timestamp, signature, body)."""
-    customer = i % CUSTOMERS
-    body = json.dumps(
-        {
-            "business_id": "bus_local",
-            "type": "payment.succeeded",
-            "timestamp": now.isoformat(),
-            "data": {
-                "payment_id": f"pay_{tag}_{i}",
-                "total_amount": CREDIT,
-                "currency": "USD",
-                "customer": {
-                    "customer_id": f"cus_bench_{customer}",
-                    "email": f"bench{customer}@example.com",
-                    "name": f"Bench {customer}",
-                },
-                "metadata": {"wallet_credit": str(CREDIT)},
-                "product_cart": [],
-            },
-        },
-        separators=(",", ":"),
-    )
-    msg_id = f"msg_{tag}_{i}"
-    return msg_id, str(int(now.timestamp())), webhook.sign(msg_id, now, body), body
-
-
 def _sign_requests(path: Path, count: int) -> None:
     """Pre-signed deliveries, one per line: id, timestamp, signature, body (tab separated)."""
     webhook = Webhook(SECRET)
@@ -100,31 +70,14 @@ def _reset(settings: Settings) -> None:
         connection.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
 
 
-def _raw_insert_worker(args: tuple[str, int, float]) -> float:
-    dsn, worker, seconds = args
-    done = 0
-    payload = json.dumps({"type": "payment.succeeded", "data": {"x": "y" * 900}})
-    with psycopg.connect(dsn) as conn:
-        # The clock starts once connected: process start-up is not part of the reference.
-        started = time.monotonic()
-        deadline = started + seconds
-        while time.monotonic() < deadline:
-            with conn.transaction():
-                conn.execute(
-                    "INSERT INTO inbox_events (provider, provider_event_id, event_type, payload,"
-                    " status, attempts, received_at) VALUES ('raw', %s, 'payment.succeeded',"
-                    " %s, 'pending', 0, now()) ON CONFLICT DO NOTHING",
-                    (f"raw_{worker}_{done}", payload),
-                )
-            done += 1
-    return done / (time.monotonic() - started)
-
-
-def raw_inbox_inserts_per_second(dsn: str, clients: int, seconds: float) -> float:
-    """The reference: K psycopg clients, one committed ON CONFLICT insert per event."""
-    with multiprocessing.get_context("spawn").Pool(clients) as pool:
-        rates = pool.map(_raw_insert_worker, [(dsn, w, seconds) for w in range(clients)])
-    return sum(rates)
+# The receiver's unavoidable work per delivery: one committed ``INSERT ... ON CONFLICT DO
+# NOTHING`` into the inbox with a payload of about the size of a real one.
+_RAW_INBOX = """\\set k random(1, 9000000000000000)
+INSERT INTO inbox_events (provider, provider_event_id, event_type, payload, status, attempts,
+    received_at) VALUES ('raw', 'raw_' || :client_id || '_' || :k, 'payment.succeeded',
+    '{"type": "payment.succeeded", "data": {"x": "%s"}}', 'pending', 0, now())
+    ON CONFLICT DO NOTHING;
+""" % ("y" * 900)
 
 
 def run(ctx: Context) -> list[Row]:
@@ -133,7 +86,7 @@ def run(ctx: Context) -> list[Row]:
     settings = Settings(database_url=ctx.database_url)
     _reset(settings)
 
-    raw = raw_inserts = raw_inbox_inserts_per_second(ctx.pg_dsn, CONNECTIONS, min(seconds, 6))
+    raw = raw_inserts = run_script(ctx, "raw_inbox", _RAW_INBOX, min(seconds, 6), CONNECTIONS, 2)
     # --quick signs only a few hundred distinct deliveries (the replays after them are still
     # verified and answered 200, as duplicates), so draining the inbox stays short.
     unique = 300 if ctx.quick else max(5000, int(3000 * seconds))
@@ -148,28 +101,31 @@ def run(ctx: Context) -> list[Row]:
     script.write_text(LUA)
 
     rows: list[Row] = []
-    env = services.env(ctx, DODO_WEBHOOK_SECRET=SECRET, INBOX_SWEEP_SECONDS="30")
-    with services.celery(env, workdir, concurrency=2):
-        with services.web(env, workdir, workers=WEB_WORKERS, threads=WEB_THREADS) as base:
-            started = time.monotonic()
-            figures = services.wrk(
-                base, script, seconds, CONNECTIONS, script_args=(str(requests_file),)
-            )
-        accepted = figures["requests"] - figures["non2xx"] - figures["errors"]
-        accepted_per_s = accepted / figures["seconds"]
+    base = services.shared(ctx)
+    started = time.monotonic()
+    figures = services.wrk(base, script, seconds, CONNECTIONS, script_args=(str(requests_file),))
+    accepted = figures["requests"] - figures["non2xx"] - figures["errors"]
+    accepted_per_s = accepted / figures["seconds"]
+
+    def count() -> int:
         with transaction(settings) as s:
-            stored = s.scalar(select(func.count()).select_from(InboxEvent))
+            return s.scalar(select(func.count()).select_from(InboxEvent))
 
-        def drained() -> bool:
-            with transaction(settings) as s:
-                return not s.scalar(
-                    select(func.count())
-                    .select_from(InboxEvent)
-                    .where(InboxEvent.status == "pending")
-                )
+    # wrk stops with requests still in flight; the server finishes them after it returns.
+    # Count once the inbox has stopped growing for a second.
+    stored, previous = count(), -1
+    while stored != previous:
+        time.sleep(1)
+        previous, stored = stored, count()
 
-        wait_until(drained, timeout=600, interval=0.2, what="the worker to drain the inbox")
-        e2e_seconds = time.monotonic() - started
+    def drained() -> bool:
+        with transaction(settings) as s:
+            return not s.scalar(
+                select(func.count()).select_from(InboxEvent).where(InboxEvent.status == "pending")
+            )
+
+    wait_until(drained, timeout=600, interval=0.2, what="the worker to drain the inbox")
+    e2e_seconds = time.monotonic() - started
 
     with transaction(settings) as s:
         credited = s.scalar(select(func.coalesce(func.sum(Wallet.balance), 0)))
@@ -182,8 +138,8 @@ def run(ctx: Context) -> list[Row]:
             "raw INSERT ON CONFLICT + COMMIT",
             raw_inserts,
             "inserts/s",
-            note=f"reference: the receiver's own write; {CONNECTIONS} psycopg clients",
-            load="process pool",
+            note=f"reference: the receiver's own write; -c {CONNECTIONS}",
+            load="pgbench",
         ),
         Row(
             "webhooks",
@@ -193,7 +149,7 @@ def run(ctx: Context) -> list[Row]:
             goal=">= 1000/s",
             reference="raw_inbox_insert",
             ratio=ctx.ratio(accepted_per_s, "raw_inbox_insert"),
-            note=f"gunicorn {WEB_WORKERS} gthread x{WEB_THREADS}, Celery worker running; "
+            note=f"{services.describe()}; "
             f"{figures['non2xx']} non-2xx; {unique} distinct ids, replays count as duplicates",
             load=load,
         ),
@@ -207,7 +163,7 @@ def run(ctx: Context) -> list[Row]:
             goal="keeps up (= accepted/s)",
             reference="raw_inbox_insert",
             ratio=ctx.ratio(stored / e2e_seconds, "raw_inbox_insert"),
-            note=f"{stored} payments, {CUSTOMERS} customers, Celery concurrency 2, "
+            note=f"{stored} payments, {CUSTOMERS} customers, "
             f"{e2e_seconds:.1f}s from first request to empty inbox",
             load=load,
         ),
