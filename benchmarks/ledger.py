@@ -159,12 +159,12 @@ def run(ctx: Context) -> list[Row]:
     # the next. So in a full run each shape is measured in rounds, pgbench immediately
     # followed by the Python workers, and the ratio is the median of the per-round ratios.
     # --quick measures spread and hot once each against the run's references.
-    rounds = 0 if ctx.quick else 3
-    seconds = 6
+    rounds = 0 if ctx.quick else 2
+    seconds = 5
     plans = (
         {"spread": 60, "hot": 40}
         if ctx.quick
-        else {"psycopg": 300, "spread": 300, "hot": 150, "batch100": 4}
+        else {"psycopg": 200, "spread": 200, "hot": 100, "batch100": 3}
     )
     rows = []
     # --quick: one set of worker processes measures every shape (process start-up is most of

@@ -139,7 +139,7 @@ def _raw_reference(dsn: str, n: int) -> float:
 
 
 def run(ctx: Context) -> list[Row]:
-    n = 4_000 if ctx.quick else 100_000
+    n = 4_000 if ctx.quick else 50_000
     settings = Settings(database_url=ctx.database_url)
     _setup(settings)
     expected = _expected(n)
