@@ -12,6 +12,7 @@ from __future__ import annotations
 import multiprocessing as mp
 import random
 import time
+from collections.abc import Callable
 from statistics import median
 from typing import Any
 
@@ -112,10 +113,13 @@ def _worker(url: str, plan: list[tuple[str, int]], seed: int, gos: list[Any], ou
         out.put(("error", repr(exc)))
 
 
-def measure_plan(ctx: Context, plan: list[tuple[str, int]]) -> list[tuple[float, float]]:
+def measure_plan(
+    ctx: Context, plan: list[tuple[str, int]], before: Callable[[int], None] | None = None
+) -> list[tuple[float, float]]:
     """For each (kind, transactions per worker) in turn, from the same K=CLIENTS processes:
     entries/s, and the client CPU milliseconds each entry cost (Python, SQLAlchemy, psycopg).
-    Every shape starts when all workers are warm and ready (one start signal per shape)."""
+    Every shape starts when all workers are warm and ready (one start signal per shape);
+    ``before(i)`` runs just before shape i starts, while the workers wait idle."""
     spawn = mp.get_context("spawn")
     gos, out = [spawn.Event() for _ in plan], spawn.Queue()
     procs = [
@@ -136,6 +140,8 @@ def measure_plan(ctx: Context, plan: list[tuple[str, int]]) -> list[tuple[float,
         for go in gos:
             for _ in range(CLIENTS):
                 receive(120)
+            if before is not None:
+                before(len(figures))
             go.set()
             results = [receive(600) for _ in range(CLIENTS)]
             entries = sum(r[1] for r in results)
@@ -147,11 +153,6 @@ def measure_plan(ctx: Context, plan: list[tuple[str, int]]) -> list[tuple[float,
             if p.is_alive():
                 p.terminate()
     return figures
-
-
-def measure(ctx: Context, kind: str, transactions_per_worker: int) -> tuple[float, float]:
-    """``measure_plan`` for one shape."""
-    return measure_plan(ctx, [(kind, transactions_per_worker)])[0]
 
 
 def run(ctx: Context) -> list[Row]:
@@ -167,23 +168,29 @@ def run(ctx: Context) -> list[Row]:
         else {"psycopg": 200, "spread": 200, "hot": 100, "batch100": 3}
     )
     rows = []
-    # --quick: one set of worker processes measures every shape (process start-up is most of
-    # a quick run's cost); a full run starts them per round, after its paired pgbench.
-    quick_figures = (
-        dict(zip(plans, measure_plan(ctx, list(plans.items())), strict=True)) if not rounds else {}
-    )
+    # One set of worker processes measures every shape of every round (process start-up
+    # would otherwise be most of the cost). In a full run each shape is preceded by its own
+    # pgbench run while the workers wait idle; --quick uses the run's references.
+    sequence = [(kind, n) for _ in range(max(1, rounds)) for kind, n in plans.items()]
+    raws_at: list[float] = []
+
+    def paired_reference(i: int) -> None:
+        kind = sequence[i][0]
+        raw_kind = "spread" if kind == "psycopg" else kind
+        per_tx = 100 if kind == "batch100" else 1
+        if rounds:
+            raws_at.append(run_pgbench(ctx, raw_kind, seconds) * per_tx)
+        else:
+            raws_at.append(ctx.references[f"raw_{raw_kind}"])
+
+    figures = measure_plan(ctx, sequence, paired_reference)
     for kind, transactions in plans.items():
         raw_kind = "spread" if kind == "psycopg" else kind
         per_tx = 100 if kind == "batch100" else 1
-        raws, values, cpus = [], [], []
-        for _ in range(max(1, rounds)):
-            if rounds:
-                raws.append(run_pgbench(ctx, raw_kind, seconds) * per_tx)
-            else:
-                raws.append(ctx.references[f"raw_{raw_kind}"])
-            value, cpu_ms = quick_figures.get(kind) or measure(ctx, kind, transactions)
-            values.append(value)
-            cpus.append(cpu_ms)
+        picked = [i for i, (k, _) in enumerate(sequence) if k == kind]
+        raws = [raws_at[i] for i in picked]
+        values = [figures[i][0] for i in picked]
+        cpus = [figures[i][1] for i in picked]
         ratio = median(v / r for v, r in zip(values, raws, strict=True))
         paired = (
             f"paired raw median {median(raws):.0f}/s over {rounds} round(s)"
