@@ -97,6 +97,8 @@ def memory_rows(sampler: memory.Sampler) -> list[Row]:
     rows = []
     for group, label in (("web", "web (gunicorn master + workers)"), ("worker", "worker (celery)")):
         peak = sampler.peaks[group]
+        if not peak.processes:  # the selected modules started no such process
+            continue
         rows.append(
             Row(
                 "memory",
