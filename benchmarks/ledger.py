@@ -94,13 +94,15 @@ def _post_transaction(settings: Any, kind: str, rng: random.Random) -> int:
     return per_tx
 
 
-def _worker(url: str, plan: list[tuple[str, int]], seed: int, gos: list[Any], out: Any) -> None:
+def _worker(
+    url: str, plan: list[tuple[str, int]], seed: int, gos: list[Any], finished: list[Any], out: Any
+) -> None:
     from worker.config import Settings
 
     settings = Settings(database_url=url)
     rng = random.Random(seed)
     try:
-        for (kind, transactions), go in zip(plan, gos, strict=True):
+        for i, ((kind, transactions), go) in enumerate(zip(plan, gos, strict=True)):
             warm = "spread" if kind == "batch100" else kind
             for _ in range(WARMUP):  # connect, prepare statements, fill caches
                 _post_transaction(settings, warm, rng)
@@ -109,6 +111,8 @@ def _worker(url: str, plan: list[tuple[str, int]], seed: int, gos: list[Any], ou
             start, cpu = time.monotonic(), time.process_time()
             entries = sum(_post_transaction(settings, kind, rng) for _ in range(transactions))
             out.put(("done", entries, start, time.monotonic(), time.process_time() - cpu))
+            # Warm up for the next shape only once every worker is done with this one.
+            finished[i].wait(600)
     except BaseException as exc:
         out.put(("error", repr(exc)))
 
@@ -122,8 +126,9 @@ def measure_plan(
     ``before(i)`` runs just before shape i starts, while the workers wait idle."""
     spawn = mp.get_context("spawn")
     gos, out = [spawn.Event() for _ in plan], spawn.Queue()
+    finished = [spawn.Event() for _ in plan]
     procs = [
-        spawn.Process(target=_worker, args=(ctx.database_url, plan, i, gos, out))
+        spawn.Process(target=_worker, args=(ctx.database_url, plan, i, gos, finished, out))
         for i in range(CLIENTS)
     ]
     for p in procs:
@@ -136,14 +141,24 @@ def measure_plan(
         return message
 
     figures = []
+    ready = 0  # "ready" for the next shape can arrive before the last "done" of this one
     try:
-        for go in gos:
-            for _ in range(CLIENTS):
-                receive(120)
+        for i, go in enumerate(gos):
+            while ready < CLIENTS:
+                if receive(120)[0] == "ready":
+                    ready += 1
+            ready = 0
             if before is not None:
-                before(len(figures))
+                before(i)
             go.set()
-            results = [receive(600) for _ in range(CLIENTS)]
+            results = []
+            while len(results) < CLIENTS:
+                message = receive(600)
+                if message[0] == "ready":
+                    ready += 1
+                else:
+                    results.append(message)
+            finished[i].set()
             entries = sum(r[1] for r in results)
             elapsed = max(r[3] for r in results) - min(r[2] for r in results)
             figures.append((entries / elapsed, 1000 * sum(r[4] for r in results) / entries))
