@@ -5,12 +5,11 @@ PostgreSQL database, first spread over many wallets, then all on one hot wallet 
 wallet row lock serialises them). The raw reference does what a charge must: insert the
 charge row, lock the wallet, debit it, append the ledger entry, record the applied amount.
 
-Standalone: ``python -m benchmarks.charges [--quick]`` (creates and drops its own database).
+Run alone: ``python -m benchmarks --only charges [--quick]``.
 """
 
 from __future__ import annotations
 
-import sys
 import time
 import uuid
 from concurrent.futures import ProcessPoolExecutor
@@ -125,6 +124,7 @@ def run(ctx: Context) -> list[Row]:
                     value=round(ctx.references[key], 1),
                     unit="charges/s",
                     note="reference",
+                    load=f"process pool ({PROCESSES})",
                 )
             )
             rows.append(
@@ -137,34 +137,7 @@ def run(ctx: Context) -> list[Row]:
                     reference=key,
                     ratio=ctx.ratio(core, key),
                     note=f"{PROCESSES} processes, one transaction per charge",
+                    load=f"process pool ({PROCESSES})",
                 )
             )
     return rows
-
-
-def main(argv: list[str]) -> None:
-    from tests.support import create_pg_database, drop_pg_database
-    from worker import migrate
-    from worker.config import Settings
-    from worker.db import dispose_engines
-
-    name, url = create_pg_database("bw_bench")
-    try:
-        migrate.upgrade(Settings(database_url=url))
-        ctx = Context(
-            quick="--quick" in argv,
-            database_url=url,
-            pg_dsn=f"host=127.0.0.1 port=5432 user=root dbname={name}",
-            redis_url="",
-            workdir="/tmp",
-        )
-        for row in run(ctx):
-            ratio = f"{row.ratio:.2f}x raw" if row.ratio is not None else ""
-            print(f"{row.name:<36} {row.value:>10} {row.unit:<10} {ratio:<10} {row.note}")
-    finally:
-        dispose_engines()
-        drop_pg_database(name)
-
-
-if __name__ == "__main__":
-    main(sys.argv[1:])

@@ -18,6 +18,7 @@ class Row:
     reference: str | None = None  # key into Context.references for the ratio column
     ratio: float | None = None
     note: str = ""
+    load: str = ""  # the load generator: "pgbench", "wrk", "process pool", "sql"
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -34,6 +35,10 @@ class Context:
     workdir: str  # a temporary directory for logs and scripts
     # Raw-SQL reference figures measured in this run, e.g. {"raw_spread": 4100.0}.
     references: dict[str, float] = field(default_factory=dict)
+    # The run's ExitStack: services started on first use (benchmarks.services.shared) are
+    # stopped when the run ends.
+    stack: Any = None
+    shared: dict[str, Any] = field(default_factory=dict)
 
     def ratio(self, value: float, reference: str) -> float | None:
         ref = self.references.get(reference)

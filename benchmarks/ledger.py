@@ -12,6 +12,7 @@ from __future__ import annotations
 import multiprocessing as mp
 import random
 import time
+from collections.abc import Callable
 from statistics import median
 from typing import Any
 
@@ -93,85 +94,127 @@ def _post_transaction(settings: Any, kind: str, rng: random.Random) -> int:
     return per_tx
 
 
-def _worker(url: str, kind: str, transactions: int, seed: int, go: Any, out: Any) -> None:
+def _worker(
+    url: str, plan: list[tuple[str, int]], seed: int, gos: list[Any], finished: list[Any], out: Any
+) -> None:
     from worker.config import Settings
 
     settings = Settings(database_url=url)
     rng = random.Random(seed)
     try:
-        warm = "spread" if kind == "batch100" else kind
-        for _ in range(WARMUP):  # connect, prepare statements, fill caches
-            _post_transaction(settings, warm, rng)
-        out.put(("ready", seed))
-        go.wait(60)
-        start, cpu = time.monotonic(), time.process_time()
-        entries = sum(_post_transaction(settings, kind, rng) for _ in range(transactions))
-        out.put(("done", entries, start, time.monotonic(), time.process_time() - cpu))
+        for i, ((kind, transactions), go) in enumerate(zip(plan, gos, strict=True)):
+            warm = "spread" if kind == "batch100" else kind
+            for _ in range(WARMUP):  # connect, prepare statements, fill caches
+                _post_transaction(settings, warm, rng)
+            out.put(("ready", seed))
+            go.wait(120)
+            start, cpu = time.monotonic(), time.process_time()
+            entries = sum(_post_transaction(settings, kind, rng) for _ in range(transactions))
+            out.put(("done", entries, start, time.monotonic(), time.process_time() - cpu))
+            # Warm up for the next shape only once every worker is done with this one.
+            finished[i].wait(600)
     except BaseException as exc:
         out.put(("error", repr(exc)))
 
 
-def measure(ctx: Context, kind: str, transactions_per_worker: int) -> tuple[float, float]:
-    """Entries/s of K=CLIENTS processes each posting ``transactions_per_worker`` transactions,
-    and the client CPU milliseconds each entry cost (Python, SQLAlchemy and psycopg)."""
+def measure_plan(
+    ctx: Context, plan: list[tuple[str, int]], before: Callable[[int], None] | None = None
+) -> list[tuple[float, float]]:
+    """For each (kind, transactions per worker) in turn, from the same K=CLIENTS processes:
+    entries/s, and the client CPU milliseconds each entry cost (Python, SQLAlchemy, psycopg).
+    Every shape starts when all workers are warm and ready (one start signal per shape);
+    ``before(i)`` runs just before shape i starts, while the workers wait idle."""
     spawn = mp.get_context("spawn")
-    go, out = spawn.Event(), spawn.Queue()
+    gos, out = [spawn.Event() for _ in plan], spawn.Queue()
+    finished = [spawn.Event() for _ in plan]
     procs = [
-        spawn.Process(
-            target=_worker, args=(ctx.database_url, kind, transactions_per_worker, i, go, out)
-        )
+        spawn.Process(target=_worker, args=(ctx.database_url, plan, i, gos, finished, out))
         for i in range(CLIENTS)
     ]
     for p in procs:
         p.start()
+
+    def receive(timeout: float) -> tuple:
+        message = out.get(timeout=timeout)
+        if message[0] == "error":
+            raise RuntimeError(f"ledger worker failed: {message[1]}")
+        return message
+
+    figures = []
+    ready = 0  # "ready" for the next shape can arrive before the last "done" of this one
     try:
-        results = []
-        for _ in range(CLIENTS):
-            message = out.get(timeout=120)
-            if message[0] == "error":
-                raise RuntimeError(f"ledger worker failed: {message[1]}")
-        go.set()
-        for _ in range(CLIENTS):
-            message = out.get(timeout=600)
-            if message[0] == "error":
-                raise RuntimeError(f"ledger worker failed: {message[1]}")
-            results.append(message)
+        for i, go in enumerate(gos):
+            while ready < CLIENTS:
+                if receive(120)[0] == "ready":
+                    ready += 1
+            ready = 0
+            if before is not None:
+                before(i)
+            go.set()
+            results = []
+            while len(results) < CLIENTS:
+                message = receive(600)
+                if message[0] == "ready":
+                    ready += 1
+                else:
+                    results.append(message)
+            finished[i].set()
+            entries = sum(r[1] for r in results)
+            elapsed = max(r[3] for r in results) - min(r[2] for r in results)
+            figures.append((entries / elapsed, 1000 * sum(r[4] for r in results) / entries))
     finally:
         for p in procs:
             p.join(30)
             if p.is_alive():
                 p.terminate()
-    entries = sum(r[1] for r in results)
-    elapsed = max(r[3] for r in results) - min(r[2] for r in results)
-    return entries / elapsed, 1000 * sum(r[4] for r in results) / entries
+    return figures
 
 
 def run(ctx: Context) -> list[Row]:
     # The machine is shared: its load can double or halve the raw figure from one minute to
-    # the next. So each shape is measured in rounds, pgbench immediately followed by the
-    # Python workers, and the ratio is the median of the per-round ratios.
-    rounds = 1 if ctx.quick else 3
-    seconds = 3 if ctx.quick else 8
-    plans = {
-        "psycopg": 150 if ctx.quick else 300,
-        "spread": 150 if ctx.quick else 300,
-        "hot": 100 if ctx.quick else 150,
-        "batch100": 2 if ctx.quick else 4,
-    }
+    # the next. So in a full run each shape is measured in rounds, pgbench immediately
+    # followed by the Python workers, and the ratio is the median of the per-round ratios.
+    # --quick measures spread and hot once each against the run's references.
+    rounds = 0 if ctx.quick else 2
+    seconds = 5
+    plans = (
+        {"spread": 60, "hot": 40}
+        if ctx.quick
+        else {"psycopg": 200, "spread": 200, "hot": 100, "batch100": 3}
+    )
     rows = []
+    # One set of worker processes measures every shape of every round (process start-up
+    # would otherwise be most of the cost). In a full run each shape is preceded by its own
+    # pgbench run while the workers wait idle; --quick uses the run's references.
+    sequence = [(kind, n) for _ in range(max(1, rounds)) for kind, n in plans.items()]
+    raws_at: list[float] = []
+
+    def paired_reference(i: int) -> None:
+        kind = sequence[i][0]
+        raw_kind = "spread" if kind == "psycopg" else kind
+        per_tx = 100 if kind == "batch100" else 1
+        if rounds:
+            raws_at.append(run_pgbench(ctx, raw_kind, seconds) * per_tx)
+        else:
+            raws_at.append(ctx.references[f"raw_{raw_kind}"])
+
+    figures = measure_plan(ctx, sequence, paired_reference)
     for kind, transactions in plans.items():
         raw_kind = "spread" if kind == "psycopg" else kind
         per_tx = 100 if kind == "batch100" else 1
-        raws, values, cpus = [], [], []
-        for _ in range(rounds):
-            raws.append(run_pgbench(ctx, raw_kind, seconds) * per_tx)
-            value, cpu_ms = measure(ctx, kind, transactions)
-            values.append(value)
-            cpus.append(cpu_ms)
+        picked = [i for i, (k, _) in enumerate(sequence) if k == kind]
+        raws = [raws_at[i] for i in picked]
+        values = [figures[i][0] for i in picked]
+        cpus = [figures[i][1] for i in picked]
         ratio = median(v / r for v, r in zip(values, raws, strict=True))
+        paired = (
+            f"paired raw median {median(raws):.0f}/s over {rounds} round(s)"
+            if rounds
+            else "vs the run's reference"
+        )
         note = (
-            f"{CLIENTS} procs x {transactions} tx of {per_tx}; paired raw median "
-            f"{median(raws):.0f}/s over {rounds} round(s); client CPU {median(cpus):.2f} ms/entry"
+            f"{CLIENTS} procs x {transactions} tx of {per_tx}; {paired}; "
+            f"client CPU {median(cpus):.2f} ms/entry"
         )
         if kind == "psycopg":
             # Not a goal: how far a bare psycopg client gets, to tell Python's own share of the
@@ -189,6 +232,7 @@ def run(ctx: Context) -> list[Row]:
                 reference=f"raw_{raw_kind}",
                 ratio=ratio,
                 note=note,
+                load=f"process pool ({CLIENTS})",
             )
         )
     rows.append(_verify(ctx))

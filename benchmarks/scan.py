@@ -7,12 +7,11 @@ announces them; the second is the steady state (nothing to fix). References meas
 same run: the scan's candidate selection as one raw SQL statement (index range scans), and a
 full-table comparison of balance against state (what a scan without the indexes would cost).
 
-Run alone: ``python -m benchmarks.scan [--quick]`` (creates and drops its own database).
+Run alone: ``python -m benchmarks --only scan [--quick]``.
 """
 
 from __future__ import annotations
 
-import sys
 import time
 
 import psycopg
@@ -75,7 +74,7 @@ def _timed(conn: psycopg.Connection, sql: str) -> tuple[float, int]:
 
 
 def run(ctx: Context) -> list[Row]:
-    n = 100_000 if ctx.quick else 1_000_000
+    n = 50_000 if ctx.quick else 1_000_000
     with psycopg.connect(ctx.pg_dsn or _pg_dsn(ctx.database_url), autocommit=True) as conn:
         conn.execute("TRUNCATE delivery_attempts, outbox_messages, ledger_entries, wallets, "
                      "customers CASCADE")  # fmt: skip
@@ -110,7 +109,7 @@ def run(ctx: Context) -> list[Row]:
     assert steady.notified == 0
 
     ctx.references["raw_scan_candidates_s"] = raw_s
-    note = f"{n:,} wallets, {low_count:,} low"
+    note = f"{n:,} wallets, {low_count:,} low" + (" (--quick: not 1,000,000)" if ctx.quick else "")
     rows = [
         Row(SECTION, "load wallets (generate_series)", load_s, "s", note=note),
         Row(SECTION, "raw SQL: candidate selection", raw_s * 1000, "ms", note="index ranges"),
@@ -123,7 +122,7 @@ def run(ctx: Context) -> list[Row]:
             goal="< 2000 ms",
             reference="raw_scan_candidates_s",
             ratio=first_s / raw_s if raw_s else None,
-            note=f"{first.notified} balance_low sent, {first.candidates} candidates",
+            note=f"{first.notified} balance_low sent, {first.candidates} candidates; {note}",
         ),
         Row(
             SECTION,
@@ -133,35 +132,9 @@ def run(ctx: Context) -> list[Row]:
             goal="< 2000 ms",
             reference="raw_scan_candidates_s",
             ratio=steady_s / raw_s if raw_s else None,
-            note=f"{steady.candidates} candidates, nothing to send",
+            note=f"{steady.candidates} candidates, nothing to send; {note}",
         ),
     ]
     for row in rows:
-        ratio = f"  ({row.ratio:.1f}x raw)" if row.ratio else ""
-        print(f"[{row.section}] {row.name:<34} {row.value:>10.1f} {row.unit}{ratio}  {row.note}")
+        row.load = "sql"
     return rows
-
-
-def main() -> None:
-    from tests.support import create_pg_database, drop_pg_database
-    from worker import migrate
-    from worker.db import dispose_engines
-
-    name, url = create_pg_database("bw_bench_scan")
-    try:
-        migrate.upgrade(Settings(database_url=url))
-        ctx = Context(
-            quick="--quick" in sys.argv,
-            database_url=url,
-            pg_dsn=_pg_dsn(url),
-            redis_url="",
-            workdir="/tmp",
-        )
-        run(ctx)
-    finally:
-        dispose_engines()
-        drop_pg_database(name)
-
-
-if __name__ == "__main__":
-    main()

@@ -12,65 +12,30 @@ from __future__ import annotations
 import multiprocessing
 import time
 from decimal import Decimal
-from pathlib import Path
 
-import httpx
 import psycopg
 from sqlalchemy import text
 
+from benchmarks import services
+from benchmarks.clients import USAGE_CUSTOMERS as CUSTOMERS
+from benchmarks.clients import post_usage, usage_event
 from benchmarks.common import Context, Row
-from tests.support import celery_worker, gunicorn, process_env, stop, wait_until
+from tests.support import wait_until
 from worker import ledger
 from worker.config import Settings
 from worker.db import dispose_engines, transaction
 from worker.schemas import USAGE_SCALE
 
-CUSTOMERS = 1000
 BATCH = 500
 CLIENTS = 4
-API_KEY = "bench-key"
-PRICING = """
-[prices.api_call]
-currency = "USD"
-unit_amount = "0.3"
-[prices.llm_tokens]
-currency = "USD"
-unit_amount = "0.002"
-quantity_key = "tokens"
-"""
 CREDIT = 10**9
 
 
-def _event(i: int, prefix: str) -> dict:
-    if i % 2:
-        return {
-            "event_id": f"{prefix}{i}",
-            "customer_id": f"cus_b{i % CUSTOMERS:04d}",
-            "event_name": "api_call",
-        }
-    return {
-        "event_id": f"{prefix}{i}",
-        "customer_id": f"cus_b{i % CUSTOMERS:04d}",
-        "event_name": "llm_tokens",
-        "metadata": {"tokens": 100 + i % 977},
-    }
+_event = usage_event
 
 
 def _cost(i: int) -> Decimal:
     return Decimal("0.3") if i % 2 else Decimal("0.002") * (100 + i % 977)
-
-
-def _client(base: str, indexes: list[int], start_at: float) -> None:
-    """One load-generating process: posts its events in batches of 500."""
-    with httpx.Client(
-        base_url=base, timeout=60, headers={"Authorization": f"Bearer {API_KEY}"}
-    ) as http:
-        while time.time() < start_at:
-            time.sleep(0.001)
-        for k in range(0, len(indexes), BATCH):
-            body = {"events": [_event(i, "e") for i in indexes[k : k + BATCH]]}
-            response = http.post("/events/ingest", json=body)
-            response.raise_for_status()
 
 
 def _setup(settings: Settings) -> None:
@@ -174,49 +139,38 @@ def _raw_reference(dsn: str, n: int) -> float:
 
 
 def run(ctx: Context) -> list[Row]:
-    n = 20_000 if ctx.quick else 100_000
-    work = Path(ctx.workdir) / "usage"
-    work.mkdir(parents=True, exist_ok=True)
-    pricing = work / "pricing.toml"
-    pricing.write_text(PRICING)
+    n = 4_000 if ctx.quick else 50_000
     settings = Settings(database_url=ctx.database_url)
     _setup(settings)
     expected = _expected(n)
-    env = process_env(
-        DATABASE_URL=ctx.database_url,
-        CELERY_BROKER_URL=ctx.redis_url,
-        BILLING_API_KEY=API_KEY,
-        PRICING_FILE=str(pricing),
-    )
-    worker = celery_worker(env, work, concurrency=2)
+    base = services.shared(ctx)
     try:
-        with gunicorn(env, work, workers=3) as base:
-            time.sleep(2)  # let the worker connect before the clock starts
-            slices = [list(range(c, n, CLIENTS)) for c in range(CLIENTS)]
-            ctx_mp = multiprocessing.get_context("spawn")
-            start_at = time.time() + 1.5
-            procs = [ctx_mp.Process(target=_client, args=(base, sl, start_at)) for sl in slices]
-            for p in procs:
-                p.start()
-            for p in procs:
-                p.join(600)
-                if p.exitcode != 0:
-                    raise RuntimeError(f"load client failed with {p.exitcode}")
-            ingested = time.time()
+        slices = [list(range(c, n, CLIENTS)) for c in range(CLIENTS)]
+        ctx_mp = multiprocessing.get_context("spawn")
+        start_at = time.time() + 1.5  # spawned clients start together
+        procs = [
+            ctx_mp.Process(target=post_usage, args=(base, sl, start_at, BATCH)) for sl in slices
+        ]
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join(600)
+            if p.exitcode != 0:
+                raise RuntimeError(f"load client failed with {p.exitcode}")
+        ingested = time.time()
 
-            def done() -> bool:
-                with psycopg.connect(ctx.pg_dsn) as conn:
-                    return (
-                        conn.execute(
-                            "SELECT count(*) FROM usage_events WHERE status = 'pending'"
-                        ).fetchone()[0]
-                        == 0
-                    )
+        def done() -> bool:
+            with psycopg.connect(ctx.pg_dsn) as conn:
+                return (
+                    conn.execute(
+                        "SELECT count(*) FROM usage_events WHERE status = 'pending'"
+                    ).fetchone()[0]
+                    == 0
+                )
 
-            wait_until(done, timeout=900, interval=0.05, what="billing")
-            finished = time.time()
+        wait_until(done, timeout=900, interval=0.05, what="billing")
+        finished = time.time()
     finally:
-        stop(worker)
         dispose_engines()
     with psycopg.connect(ctx.pg_dsn) as conn:
         rows = conn.execute(
@@ -232,7 +186,16 @@ def run(ctx: Context) -> list[Row]:
     e2e_rate = n / (finished - start_at)
     ctx.references["raw_usage"] = _raw_reference(ctx.pg_dsn, n)
     note = f"{n} events, {CUSTOMERS} customers, {entries} usage entries, all balances exact"
+    load = f"process pool ({CLIENTS} httpx clients, batches of {BATCH})"
     return [
+        Row(
+            "usage",
+            "raw SQL batched insert + debit",
+            ctx.references["raw_usage"],
+            "events/s",
+            note="reference: the same rows from one psycopg connection, multi-row statements",
+            load="sql",
+        ),
         Row(
             "usage",
             "ingest events/s",
@@ -241,6 +204,7 @@ def run(ctx: Context) -> list[Row]:
             reference="raw_usage",
             ratio=ctx.ratio(ingest_rate, "raw_usage"),
             note=note,
+            load=load,
         ),
         Row(
             "usage",
@@ -250,31 +214,7 @@ def run(ctx: Context) -> list[Row]:
             goal=">= 10000",
             reference="raw_usage",
             ratio=ctx.ratio(e2e_rate, "raw_usage"),
+            note=f"first POST until no event is pending; {services.describe()}",
+            load=load,
         ),
-        Row("usage", "raw SQL insert+debit events/s", ctx.references["raw_usage"], "events/s"),
     ]
-
-
-if __name__ == "__main__":  # python -m benchmarks.usage [--full]
-    import sys
-    import tempfile
-
-    from tests.support import create_pg_database, drop_pg_database, redis_server
-    from worker import migrate
-
-    name, url = create_pg_database("bw_bench")
-    try:
-        migrate.upgrade(Settings(database_url=url))
-        with tempfile.TemporaryDirectory() as tmp, redis_server(Path(tmp)) as (redis_url, _):
-            ctx = Context(
-                quick="--full" not in sys.argv,
-                database_url=url,
-                pg_dsn=f"host=127.0.0.1 port=5432 user=root dbname={name}",
-                redis_url=redis_url,
-                workdir=tmp,
-            )
-            for row in run(ctx):
-                print(f"{row.name:35} {row.value:12.0f} {row.unit:10} ratio={row.ratio} {row.note}")
-    finally:
-        dispose_engines()
-        drop_pg_database(name)
