@@ -38,6 +38,8 @@ def serve(port: int, host: str) -> None:
             f"{host}:{port}",
             "--workers",
             "2",
+            "--threads",
+            "4",
             "--access-logfile",
             "-",
         ],
