@@ -1,4 +1,4 @@
-"""Celery tasks (notifications): low-balance checks and the outbox's delivery.
+"""Celery tasks (notifications): the low-balance scan and the outbox's delivery.
 
 Each task re-reads state from the database before acting, so redelivery is harmless.
 """
@@ -10,13 +10,6 @@ from typing import Any
 from worker import lowbalance, notify
 from worker.celery import app
 from worker.config import get_settings
-
-
-@app.task(name="tasks.notifications.check_wallet", acks_late=True)
-def check_wallet(customer_id: str, currency: str) -> str | None:
-    """The immediate check enqueued after a committed balance change."""
-    moved = lowbalance.check_wallet(get_settings(), customer_id, currency)
-    return moved.event if moved else None
 
 
 @app.task(name="tasks.notifications.scan_low_balances", acks_late=True)

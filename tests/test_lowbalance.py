@@ -5,11 +5,11 @@ from __future__ import annotations
 import threading
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import event, select
 
-from worker import ledger, lowbalance
+from worker import commit_hooks, ledger, lowbalance
 from worker.config import Settings
-from worker.db import transaction
+from worker.db import get_engine, transaction
 from worker.models import OutboxMessage, Wallet
 
 WEBHOOK = {
@@ -24,6 +24,11 @@ def lb_settings(settings: Settings) -> Settings:
     return settings.with_overrides(low_balance_thresholds="USD=1000", **WEBHOOK)
 
 
+@pytest.fixture(autouse=True)
+def _hooks() -> None:
+    commit_hooks.install()  # as the web app, the worker and the CLI do
+
+
 def _customer(s: Settings, email: str = "a@example.com") -> str:
     with transaction(s) as session:
         customer, _ = ledger.create_customer(session, email=email, name="A")
@@ -31,10 +36,22 @@ def _customer(s: Settings, email: str = "a@example.com") -> str:
 
 
 def _move(s: Settings, cid: str, amount: int, credit: bool) -> None:
-    """Post one entry, then run the immediate check the worker would run after commit."""
+    """Post one entry (checked before commit where the hooks are installed), then check it
+    again as an operator or the scan would: a no-op when the first check ran."""
     with transaction(s) as session:
         ledger.post_entry(session, customer_id=cid, currency="USD", amount=amount, is_credit=credit)
     lowbalance.check_wallet(s, cid, "USD")
+
+
+def _unchecked(s: Settings, cid: str, *moves: tuple[int, bool]) -> None:
+    """Entries whose check never ran (posted by a process without the commit hooks, say):
+    what the scan is the safety net for."""
+    with transaction(s) as session:
+        for amount, credit in moves:
+            ledger.post_entry(
+                session, customer_id=cid, currency="USD", amount=amount, is_credit=credit
+            )
+        session.info.pop(commit_hooks.CHANGED_KEY, None)
 
 
 def _events(s: Settings, *types: str) -> list[OutboxMessage]:
@@ -127,11 +144,46 @@ def test_customer_override_wins_over_configured_threshold(lb_settings: Settings)
     ]
 
 
+def test_crossing_commits_with_the_entry_that_caused_it(lb_settings: Settings) -> None:
+    cid = _customer(lb_settings)
+    with transaction(lb_settings) as session:
+        ledger.post_entry(session, customer_id=cid, currency="USD", amount=5000, is_credit=True)
+    assert _state(lb_settings, cid) == "normal"  # armed silently
+    with transaction(lb_settings) as session:
+        entry = ledger.post_entry(
+            session, customer_id=cid, currency="USD", amount=4500, is_credit=False
+        ).entry
+    assert _state(lb_settings, cid) == "low"
+    [low] = _events(lb_settings)
+    assert low.payload["data"]["ledger_entry_id"] == entry.id
+
+
+@pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
+def test_an_entry_that_crosses_nothing_costs_no_extra_statement(settings: Settings) -> None:
+    lb_settings = settings.with_overrides(low_balance_thresholds="USD=1000")  # no subscriber
+    cid = _customer(lb_settings)
+    _move(lb_settings, cid, 5000, True)
+    statements: list[str] = []
+
+    def record(_conn, _cursor, statement, *_args) -> None:  # type: ignore[no-untyped-def]
+        statements.append(statement)
+
+    engine = get_engine(lb_settings)
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        with transaction(lb_settings) as session:
+            ledger.post_entry(session, customer_id=cid, currency="USD", amount=100, is_credit=False)
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+    # The posting statement returned the wallet's state and the customer's overrides: 4900 is
+    # above 1000 and the wallet is normal, so no read and no UPDATE of low_state follow it.
+    assert len(statements) == 1, statements
+
+
 def test_scan_finds_lost_check_and_never_double_notifies(lb_settings: Settings) -> None:
     cid = _customer(lb_settings)
     _move(lb_settings, cid, 5000, True)
-    with transaction(lb_settings) as session:  # the immediate check is lost
-        ledger.post_entry(session, customer_id=cid, currency="USD", amount=4500, is_credit=False)
+    _unchecked(lb_settings, cid, (4500, False))  # the immediate check is lost
     first = lowbalance.scan(lb_settings)
     assert first.as_dict()["balance_low"] == 1
     again = lowbalance.scan(lb_settings)
@@ -142,9 +194,7 @@ def test_scan_finds_lost_check_and_never_double_notifies(lb_settings: Settings) 
 
 def test_scan_arms_by_history_when_the_arming_check_was_lost(lb_settings: Settings) -> None:
     cid = _customer(lb_settings)
-    with transaction(lb_settings) as session:  # credit to 2000 and debit to 100, no checks
-        ledger.post_entry(session, customer_id=cid, currency="USD", amount=2000, is_credit=True)
-        ledger.post_entry(session, customer_id=cid, currency="USD", amount=1900, is_credit=False)
+    _unchecked(lb_settings, cid, (2000, True), (1900, False))  # to 2000, then 100
     result = lowbalance.scan(lb_settings)
     assert result.as_dict()["balance_low"] == 1
     assert _state(lb_settings, cid) == "low"
@@ -154,8 +204,7 @@ def test_scan_sends_recovery_missed_by_the_immediate_check(lb_settings: Settings
     cid = _customer(lb_settings)
     _move(lb_settings, cid, 2000, True)
     _move(lb_settings, cid, 1500, False)
-    with transaction(lb_settings) as session:
-        ledger.post_entry(session, customer_id=cid, currency="USD", amount=900, is_credit=True)
+    _unchecked(lb_settings, cid, (900, True))
     assert lowbalance.scan(lb_settings).as_dict()["balance_recovered"] == 1
     assert lowbalance.scan(lb_settings).as_dict()["balance_recovered"] == 0
 
@@ -166,8 +215,7 @@ def test_scan_applies_overrides_above_the_configured_threshold(lb_settings: Sett
         ledger.update_customer(session, cid, low_balance_thresholds={"USD": 5000})
         ledger.post_entry(session, customer_id=cid, currency="USD", amount=6000, is_credit=True)
     lowbalance.check_wallet(lb_settings, cid, "USD")
-    with transaction(lb_settings) as session:  # 3000: above 1000, below the override
-        ledger.post_entry(session, customer_id=cid, currency="USD", amount=3000, is_credit=False)
+    _unchecked(lb_settings, cid, (3000, False))  # 3000: above 1000, below the override
     assert lowbalance.scan(lb_settings).as_dict()["balance_low"] == 1
 
 

@@ -1,14 +1,21 @@
-"""What happens after a balance change commits: the worker checks the wallet and sends
-the notifications written in that transaction.
+"""What a balance change brings with it: the wallet's low-balance check, in the same
+transaction, and the delivery of the notifications written there, after it commits.
 
-``worker.ledger`` calls ``entry_posted`` for every entry it writes; that notes the wallet in
-``session.info`` (and writes a ``wallet.ledger_entry.created`` outbox row if anyone subscribes).
-An ``after_commit`` listener on every Session, installed by the Celery app, ``create_app`` and
-the CLI, then enqueues ``tasks.notifications.check_wallet`` / ``deliver`` by name: the core
-never imports ``tasks``, and nothing is enqueued for a transaction that rolled back.
+``worker.ledger`` calls ``entry_posted`` for every entry it writes; that notes the wallet (and
+its state as the posting left it) in ``session.info``, and writes a
+``wallet.ledger_entry.created`` outbox row if anyone subscribes. Listeners on every Session,
+installed by the Celery app, ``create_app`` and the CLI, then:
+
+- before the commit, reconcile each changed wallet's ``low_state`` (``worker.lowbalance``) —
+  only the wallets whose state may disagree with their new balance, which the posting already
+  told us, so the usual entry costs nothing more. Checking inside the transaction means a
+  crossing and its ``wallet.balance_low`` message commit with the entry that caused it; no
+  check can be lost between the commit and a worker;
+- after the commit, enqueue ``tasks.notifications.deliver`` by name for each outbox message
+  (the core never imports ``tasks``; nothing is enqueued for a transaction that rolled back).
 
 Publishing is best effort: with the broker down a request still succeeds at once, and the
-scheduled scan and the outbox sweeper catch what was not enqueued.
+outbox sweeper sends what was not enqueued.
 """
 
 from __future__ import annotations
@@ -19,25 +26,31 @@ from typing import Any
 from sqlalchemy import event
 from sqlalchemy.orm import Session
 
-from worker import notify
+from worker import lowbalance, notify
 from worker.config import get_settings
+from worker.db import settings_of
 from worker.metrics import LEDGER_ENTRIES
 from worker.models import LedgerEntry
 
 log = logging.getLogger(__name__)
 
-CHANGED_KEY = "bw_changed_wallets"  # {(customer_id, currency): last entry id}
+CHANGED_KEY = "bw_changed_wallets"  # {(customer_id, currency): WalletState | None}
 ENTRIES_KEY = "bw_entries_posted"  # [(direction, event_type)] for the metrics, after commit
-CHECK_TASK = "tasks.notifications.check_wallet"
 DELIVER_TASK = "tasks.notifications.deliver"
 PUBLISH_TIMEOUT = 2.0
 
 _installed = False
 
 
-def entry_posted(session: Session, entry: LedgerEntry) -> None:
-    """Called by ``worker.ledger`` in the entry's transaction. Never commits."""
-    session.info.setdefault(CHANGED_KEY, {})[(entry.customer_id, entry.currency)] = entry.id
+def entry_posted(
+    session: Session, entry: LedgerEntry, state: lowbalance.WalletState | None = None
+) -> None:
+    """Called by ``worker.ledger`` in the entry's transaction. Never commits.
+
+    ``state``: the wallet as this entry left it, with its customer's threshold overrides, when
+    the posting read them anyway; without it the wallet is checked in full before commit.
+    """
+    session.info.setdefault(CHANGED_KEY, {})[(entry.customer_id, entry.currency)] = state
     session.info.setdefault(ENTRIES_KEY, []).append(
         ("credit" if entry.is_credit else "debit", entry.event_type)
     )
@@ -68,23 +81,34 @@ def _publish(name: str, args: list[Any]) -> bool:
     return True
 
 
+def _before_commit(session: Session) -> None:
+    if session.in_nested_transaction():
+        return  # a savepoint being released; the check runs once, at the real commit
+    changed = session.info.get(CHANGED_KEY)
+    if not changed:
+        return
+    configured = settings_of(session).low_balance_threshold_map
+    for (customer_id, currency), state in list(changed.items()):
+        if state is None or lowbalance.may_disagree(state, configured):
+            # The wallet row is already locked by this transaction's own UPDATE.
+            lowbalance.reconcile(session, customer_id, currency, observed=state)
+
+
 def _after_commit(session: Session) -> None:
-    changed = session.info.pop(CHANGED_KEY, None)
+    session.info.pop(CHANGED_KEY, None)
     posted = session.info.pop(ENTRIES_KEY, None)
     messages = session.info.pop(notify.SESSION_KEY, None)
     for direction, event_type in posted or ():
         LEDGER_ENTRIES.labels(direction=direction, event_type=event_type).inc()
-    if not (changed or messages):
+    if not messages:
         return
     # The Celery app and its worker serve the process's own settings; a session opened on
     # other settings (a test's scratch database, a tool) has no worker listening for it.
     session_settings = session.info.get("settings")
     if session_settings is not None and session_settings != get_settings():
         return
-    for message_id in messages or ():
+    for message_id in messages:
         _publish(DELIVER_TASK, [message_id])
-    for customer_id, currency in changed or ():
-        _publish(CHECK_TASK, [customer_id, currency])
 
 
 def _after_rollback(session: Session) -> None:
@@ -93,10 +117,11 @@ def _after_rollback(session: Session) -> None:
 
 
 def install() -> None:
-    """Register the after-commit listener on every Session in this process (idempotent)."""
+    """Register the listeners on every Session in this process (idempotent)."""
     global _installed
     if _installed:
         return
+    event.listen(Session, "before_commit", _before_commit)
     event.listen(Session, "after_commit", _after_commit)
     event.listen(Session, "after_rollback", _after_rollback)
     _installed = True

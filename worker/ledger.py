@@ -30,6 +30,7 @@ from worker.errors import (
     UnsupportedCurrency,
     ValidationFailed,
 )
+from worker.lowbalance import WalletState
 from worker.models import LEDGER_EVENT_TYPES, Customer, LedgerEntry, Wallet, new_id, utcnow
 from worker.money import MAX_AMOUNT, floor_cents, to_usd_cents
 from worker.sql import insert_ignore
@@ -43,6 +44,8 @@ class Posted:
 
     wallet: Wallet
     entry: LedgerEntry
+    # The wallet's low-balance inputs as the posting read them (PostgreSQL's fast path).
+    state: WalletState | None = None
 
 
 # -- validation ----------------------------------------------------------------------------
@@ -362,7 +365,7 @@ def _apply(
     if session.get_bind().dialect.name == "postgresql":
         posted = _apply_postgresql(session, customer_id, idempotency_key, params)
         if posted is not None:
-            commit_hooks.entry_posted(session, posted.entry)
+            commit_hooks.entry_posted(session, posted.entry, posted.state)
             return posted
     # The general path (SQLite, and PostgreSQL's rare cases: a used key, a refused debit, a
     # wallet not created yet): check the key, then move the balance and insert the entry.
@@ -406,7 +409,7 @@ def _apply(
     )
     session.add(entry)
     session.flush()
-    commit_hooks.entry_posted(session, entry)  # low-balance check + notifications after commit
+    commit_hooks.entry_posted(session, entry)  # the low-balance check runs before commit
     return Posted(wallet=wallet, entry=entry)
 
 
@@ -433,7 +436,9 @@ WITH w AS (
     FROM w
     RETURNING seq
 )
-SELECT w.balance, w.pending_usage_scaled, w.low_state, w.created_at, e.seq FROM w, e
+SELECT w.balance, w.pending_usage_scaled, w.low_state, w.created_at, e.seq,
+    (SELECT low_balance_thresholds FROM customers WHERE customer_id = %(customer_id)s)
+FROM w, e
 """
 _PG_KEY_CHECK = """
       AND NOT EXISTS (SELECT 1 FROM ledger_entries WHERE customer_id = %(customer_id)s
@@ -470,7 +475,7 @@ def _apply_postgresql(
     )
     if row is None:
         return None
-    balance, pending_usage_scaled, low_state, created_at, seq = row
+    balance, pending_usage_scaled, low_state, created_at, seq, thresholds = row
     wallet = _committed(
         session,
         Wallet,
@@ -498,7 +503,8 @@ def _apply_postgresql(
         created_at=now,
         **params,
     )
-    return Posted(wallet=wallet, entry=entry)
+    state = WalletState(customer_id, params["currency"], balance, low_state, thresholds)
+    return Posted(wallet=wallet, entry=entry, state=state)
 
 
 def _committed(session: Session, cls: type[Any], key: tuple[Any, ...], **values: Any) -> Any:
@@ -726,15 +732,23 @@ def debit_many_up_to(
     ).first()
     if used is not None:
         raise DuplicateEntry(used)
-    balances = {
-        (r.customer_id, r.currency): r.balance
+    locked = {
+        (r.customer_id, r.currency): r
         for r in session.execute(
-            select(Wallet.customer_id, Wallet.currency, Wallet.balance)
+            select(
+                Wallet.customer_id,
+                Wallet.currency,
+                Wallet.balance,
+                Wallet.low_state,
+                Customer.low_balance_thresholds,
+            )
+            .join(Customer, Customer.customer_id == Wallet.customer_id)
             .where(tuple_(Wallet.customer_id, Wallet.currency).in_(keys))
             .order_by(Wallet.customer_id, Wallet.currency)
-            .with_for_update()
+            .with_for_update(of=Wallet)
         )
     }
+    balances = {key: row.balance for key, row in locked.items()}
     for key in keys:
         if key not in balances:
             _wallet_or_create(session, *key)
@@ -788,5 +802,14 @@ def debit_many_up_to(
         session.execute(insert(LedgerEntry.__table__), entries)
         for values in entries:
             # A transient copy: the rows went in through Core, the hooks only read them.
-            commit_hooks.entry_posted(session, LedgerEntry(**values))
+            key = (values["customer_id"], values["currency"])
+            row = locked.get(key)  # None: the wallet was created just now, check it in full
+            state = (
+                WalletState(
+                    *key, values["after_balance"], row.low_state, row.low_balance_thresholds
+                )
+                if row is not None
+                else None
+            )
+            commit_hooks.entry_posted(session, LedgerEntry(**values), state)
     return posted

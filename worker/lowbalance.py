@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import and_, exists, or_, select, update
 from sqlalchemy.exc import OperationalError
@@ -46,6 +46,16 @@ class Transition:
     threshold: int
     event: str | None  # None when a wallet arms silently
     message_ids: tuple[str, ...] = ()
+
+
+class WalletState(NamedTuple):
+    """A wallet as a posting left it: enough to tell whether ``reconcile`` could move it."""
+
+    customer_id: str
+    currency: str
+    balance: int
+    low_state: str
+    low_balance_thresholds: Any  # the customer's overrides (JSON), or None
 
 
 def overrides_of(raw: Any) -> dict[str, int]:
@@ -270,9 +280,10 @@ def candidate_queries(settings: Settings) -> list[Any]:
     return queries
 
 
-def _may_disagree(row: Any, configured: dict[str, int]) -> bool:
-    """Could reconcile() change anything? (Judged on the row as streamed, with the customer's
-    own threshold: a wallet under the configured threshold may be above its override.)"""
+def may_disagree(row: Any, configured: dict[str, int]) -> bool:
+    """Could reconcile() change anything? (Judged on the row as read — a ``WalletState`` or a
+    scan row — with the customer's own threshold: a wallet under the configured threshold may
+    be above its override.)"""
     threshold = overrides_of(row.low_balance_thresholds).get(row.currency)
     if threshold is None:
         threshold = configured.get(row.currency)
@@ -340,7 +351,7 @@ def scan(settings: Settings) -> ScanResult:
     for query in candidate_queries(settings):
         for row in _stream(settings, query):
             key = (row.customer_id, row.currency)
-            if key in seen or not _may_disagree(row, configured):
+            if key in seen or not may_disagree(row, configured):
                 continue  # an override customer's wallet that agrees with its own threshold
             seen.add(key)
             result.candidates += 1
