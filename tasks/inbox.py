@@ -1,13 +1,16 @@
-"""Celery tasks (inbox): apply stored provider events, and sweep up the ones left pending."""
+"""Celery tasks (inbox): apply stored provider events in batches, one event on its own when it
+must wait or be retried, and sweep up the ones left pending."""
 
 from __future__ import annotations
 
 import logging
+import time
 
 from celery import Task
 from celery.exceptions import MaxRetriesExceededError
 from sqlalchemy.exc import IntegrityError, OperationalError
 
+from tasks.coalesce import Coalescer
 from worker import inbox
 from worker.celery import app
 from worker.config import get_settings
@@ -52,28 +55,80 @@ def process_event(self: Task, event_id: int) -> str:
     return outcome.status
 
 
+# Events per transaction, and how long one task keeps taking batches before it hands the rest
+# to a fresh task (short tasks: a restart redoes little, other queues get their turn).
+BATCH_SIZE = 100
+DRAIN_SECONDS = 5.0
+
+
+@app.task(
+    name="tasks.inbox.process_pending",
+    bind=True,
+    acks_late=True,
+    reject_on_worker_lost=True,
+    max_retries=MAX_RETRIES,
+)
+def process_pending(self: Task) -> int:
+    """Apply pending events batch by batch until none is left; returns how many it applied.
+
+    What the receiver sends after storing events (one message for any number of them). Safe
+    to run any number of times, concurrently or redelivered: a batch locks its rows and marks
+    them in the transaction that applies them.
+    """
+    deadline = time.monotonic() + DRAIN_SECONDS
+    applied = 0
+    while True:
+        try:
+            with transaction() as session:
+                batch = inbox.process_pending(session, BATCH_SIZE)
+        except OperationalError as exc:
+            log.warning("inbox batch: database error, retrying: %s", exc)
+            raise self.retry(exc=exc, countdown=_backoff(self.request.retries)) from exc
+        applied += sum(o.applied for o in batch.outcomes)
+        # A refund before its payment, an event that met a concurrent write: retried on its own.
+        _one_by_one(batch.waiting, countdown=_backoff(1))
+        if len(batch.outcomes) < BATCH_SIZE:
+            return applied
+        if time.monotonic() > deadline:
+            process_pending.apply_async()
+            return applied
+
+
+def _one_by_one(ids: list[int], countdown: float = 0) -> None:
+    for event_id in ids:
+        process_event.apply_async(args=[event_id], countdown=countdown)
+
+
 @app.task(name="tasks.inbox.sweep_inbox", acks_late=True, reject_on_worker_lost=True)
 def sweep_inbox() -> int:
     """Re-send every event pending longer than INBOX_SWEEP_SECONDS (a lost enqueue, a lost
     message, a killed worker). Sending twice is harmless: process_event is idempotent."""
     with transaction() as session:
         ids = inbox.stale_pending_ids(session, get_settings().inbox_sweep_seconds)
-    for event_id in ids:
-        process_event.apply_async(args=[event_id])
+    _one_by_one(ids)
     if ids:
         log.info("sweep-inbox re-enqueued %d pending event(s)", len(ids))
     return len(ids)
 
 
-def enqueue(event_id: int) -> bool:
-    """Send ``process_event`` after the inbox commit, for the web process.
-
-    Never raises and never retries: with the broker down the event is already stored and the
-    sweeper sends it later, so the provider still gets its 2xx quickly.
-    """
+def _send_process_pending() -> None:
     try:
-        process_event.apply_async(args=[event_id], retry=False)
-        return True
-    except Exception as exc:  # any broker failure; the row is safe in the inbox
-        log.warning("could not enqueue inbox event %s (sweeper will): %s", event_id, exc)
-        return False
+        process_pending.apply_async(retry=False)
+    except Exception as exc:  # any broker failure; the rows are safe in the inbox
+        log.warning("could not enqueue inbox processing (the sweeper will): %s", exc)
+
+
+# The receiver's enqueue: one process_pending message per KICK_INTERVAL at most, however many
+# events were stored in it; sent from a background thread, after the events' commits.
+KICK_INTERVAL = 0.005
+_kicker = Coalescer(_send_process_pending, KICK_INTERVAL)
+
+
+def enqueue() -> None:
+    """Ask a worker to process the pending events, for the web process after its commit.
+
+    Never blocks, raises or retries: the message is sent by a background thread (see
+    ``Coalescer``), and with the broker down the events are already stored and the sweeper
+    sends them later, so the provider still gets its 2xx at once.
+    """
+    _kicker.kick()

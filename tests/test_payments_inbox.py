@@ -375,3 +375,64 @@ def test_topup_products_parse() -> None:
         "prod_a": (10000, "USD"),
         "prod_b": (5, "INR"),
     }
+
+
+# -- batches (what the worker runs after the receiver's kick) ----------------------------------
+
+
+def process_pending(tx, limit: int = 100) -> inbox.Batch:
+    with tx() as s:
+        return inbox.process_pending(s, limit)
+
+
+def test_a_batch_applies_pending_events_oldest_first_in_one_transaction(tx) -> None:
+    ids = [
+        receive(tx, dodo_payment(payment_id=f"pay_{n}", wallet_credit="100"), event_id=f"m{n}")
+        for n in range(5)
+    ]
+    batch = process_pending(tx, limit=3)
+    assert [o.event_id for o in batch.outcomes] == ids[:3]
+    assert balance(tx) == 300
+    assert [o.event_id for o in process_pending(tx).outcomes] == ids[3:]
+    assert process_pending(tx).outcomes == []  # nothing left; a redelivered task is a no-op
+    assert balance(tx) == 500
+    assert {event(tx, i).status for i in ids} == {"processed"}
+
+
+def test_a_batch_leaves_a_refund_before_its_payment_waiting_and_skips_it(tx) -> None:
+    refund = receive(tx, dodo_refund("pay_late", 500), event_id="m_refund")
+    payment = receive(tx, dodo_payment(payment_id="pay_other"), event_id="m_pay")
+    batch = process_pending(tx)
+    assert batch.waiting == [refund]
+    assert event(tx, payment).status == "processed"
+    assert event(tx, refund).error.startswith("waiting:")
+    # Later batches leave it to its own retries (process_event) and the sweeper.
+    assert process_pending(tx).outcomes == []
+    receive(tx, dodo_payment(payment_id="pay_late"), event_id="m_late")
+    process_pending(tx)
+    assert process(tx, refund).status == "processed"
+    assert balance(tx) == 2000 + 2000 - 500
+
+
+def test_a_permanent_error_fails_its_event_and_the_batch_commits(tx) -> None:
+    bad = receive(tx, dodo_payment(payment_id="pay_bad", wallet_credit="-5"), event_id="m_bad")
+    good = receive(tx, dodo_payment(payment_id="pay_good"), event_id="m_good")
+    process_pending(tx)
+    assert event(tx, bad).status == "failed"
+    assert event(tx, good).status == "processed"
+    assert balance(tx) == 2000
+
+
+@pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
+def test_a_batch_skips_events_another_transaction_holds(settings, tx) -> None:
+    from worker.db import transaction
+
+    held = receive(tx, dodo_payment(payment_id="pay_held"), event_id="m_held")
+    other = {"customer_id": "cus_other", "email": "other@example.com"}
+    free = receive(tx, dodo_payment(payment_id="pay_free", **other), event_id="m_free")
+    with transaction(settings) as holder:
+        assert inbox.process_event(holder, held).applied  # locked, not committed yet
+        batch = process_pending(tx)  # does not wait for the lock
+        assert [o.event_id for o in batch.outcomes] == [free]
+    assert event(tx, held).status == "processed"
+    assert balance(tx) == balance(tx, "cus_other") == 2000

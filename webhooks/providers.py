@@ -2,7 +2,8 @@
 
 No API key here: the provider's signature is the authentication. A provider whose secret is
 not configured is disabled (404), never accepted unsigned. The request does no processing: one
-short committed INSERT, then the Celery task does the work.
+short committed INSERT, then a worker applies the stored events in batches
+(``tasks.inbox.process_pending``, sent at most once per few milliseconds per process).
 """
 
 from __future__ import annotations
@@ -203,5 +204,5 @@ def _store(provider: str, event_id: str, event_type: str, payload: dict[str, Any
             400, "MALFORMED_JSON", "body: not storable JSON (invalid unicode)", "body"
         ) from None
     if stored_id is not None:
-        enqueue(stored_id)  # after the commit, never inside it
+        enqueue()  # after the commit, never inside it; coalesced with other requests
     return jsonify({"event_id": stored_id, "duplicate": stored_id is None, "status": "accepted"})

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError, OperationalError
@@ -176,10 +176,6 @@ def process_event(session: Session, event_id: int) -> Outcome:
 
     The row is locked first (``FOR UPDATE``; SQLite's write lock already serialises), so two
     deliveries of the same task cannot both apply it; the second sees it is no longer pending.
-    The handler runs in a savepoint: a permanent error rolls back its partial writes and the row
-    is marked ``failed`` with the error, in this same transaction. Transient database errors
-    (connection lost, serialization/deadlock, a unique race with a concurrent event) propagate so
-    the caller retries the whole transaction.
     """
     event = session.scalar(
         select(InboxEvent)
@@ -189,6 +185,56 @@ def process_event(session: Session, event_id: int) -> Outcome:
     )
     if event is None:
         return Outcome(event_id, "missing")
+    return _apply(session, event)
+
+
+@dataclass
+class Batch:
+    """What ``process_pending`` did: every event it took, and what became of each."""
+
+    outcomes: list[Outcome] = field(default_factory=list)
+
+    @property
+    def waiting(self) -> list[int]:
+        return [o.event_id for o in self.outcomes if o.waiting is not None]
+
+
+# Concurrent batches would lock wallets in payload order, each holding some another wants
+# (a deadlock PostgreSQL breaks only after deadlock_timeout): batches take turns instead, on
+# this transaction-scoped advisory lock. Single events (process_event) do not take it.
+_BATCH_LOCK = 0x62772D696E626F78  # "bw-inbox"
+
+
+def process_pending(session: Session, limit: int = 100) -> Batch:
+    """Apply up to ``limit`` fresh pending events, oldest first, in the caller's transaction.
+
+    One transaction for the batch: the events' statuses and their ledger effects commit
+    together, or none of them does. Rows locked by another transaction (a ``process_event``
+    running) are skipped (``SKIP LOCKED``), and so are events already waiting for another
+    (``error`` set): their own retries and the sweeper handle those. Transient database
+    errors propagate, as in ``process_event``. Never commits.
+    """
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(select(func.pg_advisory_xact_lock(_BATCH_LOCK)))
+    events = session.scalars(
+        select(InboxEvent)
+        .where(InboxEvent.status == "pending", InboxEvent.error.is_(None))
+        .order_by(InboxEvent.received_at)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+        .execution_options(populate_existing=True)
+    ).all()
+    return Batch([_apply(session, event, in_batch=True) for event in events])
+
+
+def _apply(session: Session, event: InboxEvent, *, in_batch: bool = False) -> Outcome:
+    """The handler runs in a savepoint: a permanent error rolls back its partial writes and the
+    row is marked ``failed`` with the error, in this same transaction. Transient database
+    errors (connection lost, serialization/deadlock, a unique race with a concurrent event)
+    propagate so the caller retries the whole transaction — except a unique race inside a
+    batch: that one event is rolled back to its savepoint and left waiting, to be retried on
+    its own, so the rest of the batch still commits."""
+    event_id = event.id
     if event.status != "pending":
         return Outcome(event_id, event.status)
     event.attempts += 1
@@ -202,7 +248,13 @@ def process_event(session: Session, event_id: int) -> Outcome:
         event.error = f"waiting: {exc}"
         session.flush()
         return Outcome(event_id, "pending", waiting=str(exc))
-    except (OperationalError, IntegrityError):
+    except IntegrityError as exc:
+        if not in_batch:
+            raise
+        event.error = f"waiting: retry after a concurrent write ({type(exc.orig).__name__})"
+        session.flush()
+        return Outcome(event_id, "pending", waiting=event.error)
+    except OperationalError:
         raise
     except Exception as exc:  # permanent: visible, replayable, never retried in a loop
         event.status = "failed"
