@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
@@ -14,6 +15,7 @@ from worker.config import Settings
 
 AUTH = {"Authorization": "Bearer test-key"}
 MISSING = object()
+THREADS = 8
 
 
 @pytest.fixture
@@ -298,6 +300,49 @@ def test_duplicate_idempotency_key_is_409_with_entry_wallet_and_no_retry(
     assert body["entry_id"] == body["entry"]["id"]
     assert body["wallet"]["balance"] == 520
     assert body["wallet"]["currency"] == "USD"
+    assert len(client.get(entries_url(customer_id), headers=AUTH).json["items"]) == 2
+
+
+@pytest.mark.parametrize("entry_type", ["credit", "debit"])
+def test_same_key_raced_over_http_posts_once_and_answers_409_to_the_rest(
+    client: FlaskClient, customer_id, entry_type: str
+) -> None:
+    # On PostgreSQL the losers hit the unique index with no savepoint; the view must retry
+    # them in a new transaction and answer 409, never 500 or a second entry.
+    post_entry(client, customer_id, amount=1_000)
+    app = client.application
+    barrier = threading.Barrier(THREADS)
+    answers: list[tuple[int, dict]] = []
+    lock = threading.Lock()
+
+    def race() -> None:
+        barrier.wait(timeout=30)
+        r = app.test_client().post(
+            entries_url(customer_id),
+            json={
+                "currency": "USD",
+                "entry_type": entry_type,
+                "amount": 300,
+                "idempotency_key": "race",
+            },
+            headers=AUTH,
+        )
+        with lock:
+            answers.append((r.status_code, r.json))
+
+    threads = [threading.Thread(target=race) for _ in range(THREADS)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    statuses = sorted(status for status, _ in answers)
+    assert statuses == [200] + [409] * (THREADS - 1), answers
+    expected = 1_300 if entry_type == "credit" else 700
+    entry_ids = {body["entry"]["id"] for status, body in answers if status == 409}
+    assert len(entry_ids) == 1
+    assert all(body["wallet"]["balance"] == expected for s, body in answers if s == 409)
+    wallets = client.get(f"/customers/{customer_id}/wallets", headers=AUTH).json["items"]
+    assert wallets[0]["balance"] == expected
     assert len(client.get(entries_url(customer_id), headers=AUTH).json["items"]) == 2
 
 
