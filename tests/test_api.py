@@ -8,10 +8,12 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from flask.testing import FlaskClient
+from sqlalchemy import update
 
 from webhooks import create_app
 from worker import apikeys, ledger
 from worker.config import Settings
+from worker.models import ApiKey, utcnow
 
 AUTH = {"Authorization": "Bearer test-key"}
 MISSING = object()
@@ -602,6 +604,21 @@ def test_stored_key_works_until_revoked(client: FlaskClient, customer_id, tx) ->
         assert r.status_code != 401, (method, template)
     with tx() as s:
         apikeys.revoke_key(s, key.id)
+    assert client.get("/customers", headers=headers).status_code == 401
+
+
+def test_key_revoked_by_another_process_is_refused_within_the_cache_bound(
+    client: FlaskClient, tx, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with tx() as s:
+        key, secret = apikeys.create_key(s, name="backend")
+    headers = {"Authorization": f"Bearer {secret}"}
+    assert client.get("/customers", headers=headers).status_code == 200
+    with tx() as s:  # what `billing-worker apikeys revoke` does, in its own process
+        s.execute(update(ApiKey).where(ApiKey.id == key.id).values(revoked_at=utcnow()))
+    # Remembered for at most PRINCIPAL_CACHE_SECONDS; once that has passed, refused.
+    assert client.get("/customers", headers=headers).status_code == 200
+    monkeypatch.setattr(apikeys, "PRINCIPAL_CACHE_SECONDS", 0.0)
     assert client.get("/customers", headers=headers).status_code == 401
 
 
