@@ -8,11 +8,12 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from flask.testing import FlaskClient
-from sqlalchemy import update
+from sqlalchemy import event, update
 
 from webhooks import create_app
 from worker import apikeys, ledger
 from worker.config import Settings
+from worker.db import get_engine
 from worker.models import ApiKey, utcnow
 
 AUTH = {"Authorization": "Bearer test-key"}
@@ -346,6 +347,53 @@ def test_same_key_raced_over_http_posts_once_and_answers_409_to_the_rest(
     wallets = client.get(f"/customers/{customer_id}/wallets", headers=AUTH).json["items"]
     assert wallets[0]["balance"] == expected
     assert len(client.get(entries_url(customer_id), headers=AUTH).json["items"]) == 2
+
+
+@pytest.mark.parametrize("backend", ["postgresql"])
+def test_a_ledger_entry_is_begin_one_statement_commit(
+    client: FlaskClient, customer_id, settings: Settings, tx
+) -> None:
+    # The route's cost is its round trips: no auth lookup (bootstrap key, or a stored key
+    # already remembered), no savepoint, no reload of what the one statement returned.
+    with tx() as s:
+        _, secret = apikeys.create_key(s)
+    stored = {"Authorization": f"Bearer {secret}"}
+    funded = post_entry(client, customer_id, amount=10_000_000)  # far above any threshold
+    assert funded.status_code == 200
+    assert client.get("/customers", headers=stored).status_code == 200  # remembers the key
+    sent: list[str] = []
+    engine = get_engine(settings)
+
+    def on_execute(conn, cursor, statement, *_args) -> None:  # type: ignore[no-untyped-def]
+        sent.append(statement.split()[0])
+
+    def on_begin(conn) -> None:  # type: ignore[no-untyped-def]
+        sent.append("BEGIN")
+
+    def on_commit(conn) -> None:  # type: ignore[no-untyped-def]
+        sent.append("COMMIT")
+
+    listeners = [("before_cursor_execute", on_execute), ("begin", on_begin), ("commit", on_commit)]
+    for name, fn in listeners:
+        event.listen(engine, name, fn)
+    try:
+        for n, headers in enumerate((AUTH, stored)):
+            sent.clear()
+            r = client.post(
+                entries_url(customer_id),
+                json={
+                    "currency": "USD",
+                    "entry_type": "credit",
+                    "amount": 1,
+                    "idempotency_key": f"counted-{n}",
+                },
+                headers=headers,
+            )
+            assert r.status_code == 200
+            assert sent == ["BEGIN", "WITH", "COMMIT"]
+    finally:
+        for name, fn in listeners:
+            event.remove(engine, name, fn)
 
 
 def test_reused_key_with_other_parameters_is_422_naming_them(
