@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
 from flask.testing import FlaskClient
+from sqlalchemy import event, update
 
 from webhooks import create_app
 from worker import apikeys, ledger
 from worker.config import Settings
+from worker.db import get_engine
+from worker.models import ApiKey, utcnow
 
 AUTH = {"Authorization": "Bearer test-key"}
 MISSING = object()
+THREADS = 8
 
 
 @pytest.fixture
@@ -301,6 +306,96 @@ def test_duplicate_idempotency_key_is_409_with_entry_wallet_and_no_retry(
     assert len(client.get(entries_url(customer_id), headers=AUTH).json["items"]) == 2
 
 
+@pytest.mark.parametrize("entry_type", ["credit", "debit"])
+def test_same_key_raced_over_http_posts_once_and_answers_409_to_the_rest(
+    client: FlaskClient, customer_id, entry_type: str
+) -> None:
+    # On PostgreSQL the losers hit the unique index with no savepoint; the view must retry
+    # them in a new transaction and answer 409, never 500 or a second entry.
+    post_entry(client, customer_id, amount=1_000)
+    app = client.application
+    barrier = threading.Barrier(THREADS)
+    answers: list[tuple[int, dict]] = []
+    lock = threading.Lock()
+
+    def race() -> None:
+        barrier.wait(timeout=30)
+        r = app.test_client().post(
+            entries_url(customer_id),
+            json={
+                "currency": "USD",
+                "entry_type": entry_type,
+                "amount": 300,
+                "idempotency_key": "race",
+            },
+            headers=AUTH,
+        )
+        with lock:
+            answers.append((r.status_code, r.json))
+
+    threads = [threading.Thread(target=race) for _ in range(THREADS)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    statuses = sorted(status for status, _ in answers)
+    assert statuses == [200] + [409] * (THREADS - 1), answers
+    expected = 1_300 if entry_type == "credit" else 700
+    entry_ids = {body["entry"]["id"] for status, body in answers if status == 409}
+    assert len(entry_ids) == 1
+    assert all(body["wallet"]["balance"] == expected for s, body in answers if s == 409)
+    wallets = client.get(f"/customers/{customer_id}/wallets", headers=AUTH).json["items"]
+    assert wallets[0]["balance"] == expected
+    assert len(client.get(entries_url(customer_id), headers=AUTH).json["items"]) == 2
+
+
+@pytest.mark.parametrize("backend", ["postgresql"])
+def test_a_ledger_entry_is_begin_one_statement_commit(
+    client: FlaskClient, customer_id, settings: Settings, tx
+) -> None:
+    # The route's cost is its round trips: no auth lookup (bootstrap key, or a stored key
+    # already remembered), no savepoint, no reload of what the one statement returned.
+    with tx() as s:
+        _, secret = apikeys.create_key(s)
+    stored = {"Authorization": f"Bearer {secret}"}
+    funded = post_entry(client, customer_id, amount=10_000_000)  # far above any threshold
+    assert funded.status_code == 200
+    assert client.get("/customers", headers=stored).status_code == 200  # remembers the key
+    sent: list[str] = []
+    engine = get_engine(settings)
+
+    def on_execute(conn, cursor, statement, *_args) -> None:  # type: ignore[no-untyped-def]
+        sent.append(statement.split()[0])
+
+    def on_begin(conn) -> None:  # type: ignore[no-untyped-def]
+        sent.append("BEGIN")
+
+    def on_commit(conn) -> None:  # type: ignore[no-untyped-def]
+        sent.append("COMMIT")
+
+    listeners = [("before_cursor_execute", on_execute), ("begin", on_begin), ("commit", on_commit)]
+    for name, fn in listeners:
+        event.listen(engine, name, fn)
+    try:
+        for n, headers in enumerate((AUTH, stored)):
+            sent.clear()
+            r = client.post(
+                entries_url(customer_id),
+                json={
+                    "currency": "USD",
+                    "entry_type": "credit",
+                    "amount": 1,
+                    "idempotency_key": f"counted-{n}",
+                },
+                headers=headers,
+            )
+            assert r.status_code == 200
+            assert sent == ["BEGIN", "WITH", "COMMIT"]
+    finally:
+        for name, fn in listeners:
+            event.remove(engine, name, fn)
+
+
 def test_reused_key_with_other_parameters_is_422_naming_them(
     client: FlaskClient, customer_id
 ) -> None:
@@ -557,6 +652,21 @@ def test_stored_key_works_until_revoked(client: FlaskClient, customer_id, tx) ->
         assert r.status_code != 401, (method, template)
     with tx() as s:
         apikeys.revoke_key(s, key.id)
+    assert client.get("/customers", headers=headers).status_code == 401
+
+
+def test_key_revoked_by_another_process_is_refused_within_the_cache_bound(
+    client: FlaskClient, tx, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with tx() as s:
+        key, secret = apikeys.create_key(s, name="backend")
+    headers = {"Authorization": f"Bearer {secret}"}
+    assert client.get("/customers", headers=headers).status_code == 200
+    with tx() as s:  # what `billing-worker apikeys revoke` does, in its own process
+        s.execute(update(ApiKey).where(ApiKey.id == key.id).values(revoked_at=utcnow()))
+    # Remembered for at most PRINCIPAL_CACHE_SECONDS; once that has passed, refused.
+    assert client.get("/customers", headers=headers).status_code == 200
+    monkeypatch.setattr(apikeys, "PRINCIPAL_CACHE_SECONDS", 0.0)
     assert client.get("/customers", headers=headers).status_code == 401
 
 

@@ -5,8 +5,7 @@ from __future__ import annotations
 from flask import Response, current_app, g, request
 
 from webhooks.errors import error_response
-from worker.apikeys import KEY_PREFIX, bootstrap_principal, lookup_key
-from worker.db import transaction
+from worker.apikeys import authenticate
 
 BEARER_SECURITY = [{"bearerAuth": []}]
 SECURITY_SCHEMES = {"bearerAuth": {"type": "http", "scheme": "bearer"}}
@@ -27,11 +26,7 @@ def require_api_key() -> Response | None:
     presented = presented.strip()
     if scheme.lower() != "bearer" or not presented:
         return _unauthorized()
-    settings = current_app.config["SETTINGS"]
-    principal = bootstrap_principal(presented, settings.api_key)
-    if principal is None and presented.startswith(KEY_PREFIX):
-        with transaction(settings) as session:
-            principal = lookup_key(session, presented)
+    principal = authenticate(current_app.config["SETTINGS"], presented)
     if principal is None:
         return _unauthorized()
     g.principal = principal

@@ -5,15 +5,28 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+import time
 from dataclasses import dataclass
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from worker.config import Settings
+from worker.db import transaction
 from worker.errors import NotFound
 from worker.models import ApiKey, new_id, utcnow
 
 KEY_PREFIX = "bwk_"
+
+# A stored key's principal is remembered per process, by database and key hash, for this
+# many seconds: without it every request would open a transaction of its own (BEGIN, SELECT,
+# COMMIT) just to authenticate. Revoking a key forgets every remembered principal of the
+# revoking process at once; elsewhere (another web worker, a revocation from the CLI) the key
+# stops working within this bound. Only valid keys are remembered, so an unknown key is
+# always looked up and a new key works at once.
+PRINCIPAL_CACHE_SECONDS = 5.0
+_PRINCIPAL_CACHE_MAX = 1024
+_principals: dict[tuple[str, str], tuple[float, Principal]] = {}
 
 
 @dataclass(frozen=True)
@@ -51,6 +64,7 @@ def revoke_key(session: Session, key_id: str) -> ApiKey:
         raise NotFound(f"API key {key_id} not found", key_id=key_id)
     if key.revoked_at is None:
         key.revoked_at = utcnow()
+    _principals.clear()
     return key
 
 
@@ -73,7 +87,39 @@ def lookup_key(session: Session, presented: str) -> Principal | None:
     """
     if not presented.startswith(KEY_PREFIX):
         return None
-    key = session.scalar(select(ApiKey).where(ApiKey.key_hash == hash_key(presented)))
-    if key is None or key.revoked_at is not None:
+    return _lookup_hash(session, hash_key(presented))
+
+
+def _lookup_hash(session: Session, key_hash: str) -> Principal | None:
+    row = session.execute(
+        select(ApiKey.id, ApiKey.is_admin, ApiKey.revoked_at).where(ApiKey.key_hash == key_hash)
+    ).first()
+    if row is None or row.revoked_at is not None:
         return None
-    return Principal(key_id=key.id, is_admin=key.is_admin)
+    return Principal(key_id=row.id, is_admin=row.is_admin)
+
+
+def authenticate(settings: Settings, presented: str) -> Principal | None:
+    """The principal of ``presented`` (the bootstrap key or a stored, unrevoked key), or None.
+
+    A stored key is looked up in its own transaction at most once per
+    ``PRINCIPAL_CACHE_SECONDS`` per process.
+    """
+    principal = bootstrap_principal(presented, settings.api_key)
+    if principal is not None or not presented.startswith(KEY_PREFIX):
+        return principal
+    cache_key = (settings.database_url, hash_key(presented))
+    now = time.monotonic()
+    cached = _principals.get(cache_key)
+    if cached is not None and now - cached[0] < PRINCIPAL_CACHE_SECONDS:
+        return cached[1]
+    with transaction(settings) as session:
+        principal = _lookup_hash(session, cache_key[1])
+    if principal is None:
+        _principals.pop(cache_key, None)
+        return None
+    if len(_principals) >= _PRINCIPAL_CACHE_MAX:  # bounded: the keys come from clients
+        _principals.clear()
+    # Stamped with the time before the lookup, so the bound holds from what the database said.
+    _principals[cache_key] = (now, principal)
+    return principal

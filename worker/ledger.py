@@ -278,12 +278,19 @@ def post_entry(
     reason: str | None = None,
     idempotency_key: str | None = None,
     reference_object_id: str | None = None,
+    savepoint: bool = True,
 ) -> Posted:
     """Apply one credit or debit and record it. Never commits.
 
     Raises ``InsufficientBalance`` (nothing written, the key stays unused),
     ``DuplicateEntry`` (same key, same parameters: the original stands) or
     ``IdempotencyKeyReused`` (same key, different parameters).
+
+    ``savepoint=False`` saves a keyed entry's SAVEPOINT and RELEASE round trips, for a caller
+    whose transaction holds nothing but this entry: a concurrent request that wins the race
+    for the same key then surfaces as ``IntegrityError`` with the transaction aborted, and the
+    caller must roll back and call again in a new transaction, which answers
+    ``DuplicateEntry`` or ``IdempotencyKeyReused`` as usual.
     """
     amount = validate_amount(amount)
     currency = validate_currency(session, currency)
@@ -299,7 +306,7 @@ def post_entry(
         "reason": reason,
         "reference_object_id": reference_object_id,
     }
-    if idempotency_key is not None:
+    if idempotency_key is not None and savepoint:
         try:
             # A concurrent request with the same key may commit between our check and our
             # insert; the unique index then rejects ours, and the savepoint lets us answer
@@ -310,7 +317,7 @@ def post_entry(
         except IntegrityError:
             _raise_if_key_used(session, customer_id, idempotency_key, params)
             raise
-    return _apply(session, customer_id, None, params)
+    return _apply(session, customer_id, idempotency_key, params)
 
 
 def debit_up_to(

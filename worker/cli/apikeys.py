@@ -60,7 +60,7 @@ def list_(as_json: bool) -> None:
 @apikeys.command("revoke")
 @click.argument("key_id")
 def revoke(key_id: str) -> None:
-    """Revoke KEY_ID; requests using it get 401 from now on."""
+    """Revoke KEY_ID; requests using it get 401 within 5 seconds (web workers' key cache)."""
     with session() as s:
         core.revoke_key(s, key_id)
     click.echo(f"revoked {key_id}")
