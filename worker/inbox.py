@@ -3,8 +3,10 @@
 Lifecycle of a row: ``pending`` (stored, not yet applied) -> ``processed`` (its ledger change is
 committed) or ``ignored`` (nothing to do: an unknown type, a payment that is not a top-up) or
 ``failed`` (a permanent error, kept with its text; ``events replay`` re-runs it). A row stays
-``pending`` while it waits for something (a refund whose payment has not arrived yet); the
-sweeper re-enqueues pending rows, so nothing is lost when an enqueue or a worker is.
+``pending`` while it waits for something (a refund whose payment has not arrived yet), with
+the reason in ``error``; the sweeper re-enqueues pending rows, so nothing is lost when an
+enqueue or a worker is. Fresh events are applied in batches (``process_pending``); waiting
+ones, replays and swept ones one at a time (``process_event``).
 """
 
 from __future__ import annotations

@@ -32,6 +32,7 @@ from tests.faults.chaos_support import (
 from tests.faults.stack import Stack
 from tests.support import wait_until
 from tests.webhook_helpers import dodo_headers, dumps
+from worker.celery import make_celery
 
 pytestmark = pytest.mark.slow
 
@@ -232,16 +233,23 @@ def test_redelivery_storm_writes_no_duplicate_entries(tmp_path: Path) -> None:
                 assert post_usage(client, out, customers, 250, f"{tag}_{r}") == 200
         out.payments = {f"pay_{tag}_{n}": 200 for n in range(STORM_PAYMENTS)}
 
-        # Two inbox rows held locked: their tasks block far past the visibility timeout, so
-        # Redis hands their messages out again while they run, and the two free children
-        # (the rest of the queue keeps flowing through them) pick the copies up.
+        # Two inbox rows held locked. The batches skip them (SKIP LOCKED); their own
+        # process_event tasks, sent here as the sweeper would send them, block on the lock far
+        # past the visibility timeout, so Redis hands those messages out again while they run,
+        # and the two free children (the batches keep flowing through them) pick the copies up.
         with psycopg.connect(stack.database_url.replace("+psycopg", "")) as lock:
-            lock.execute(
-                "SELECT 1 FROM inbox_events WHERE id IN"
-                " (SELECT id FROM inbox_events ORDER BY id LIMIT 2) FOR UPDATE"
-            )
+            held = [
+                row[0]
+                for row in lock.execute(
+                    "SELECT id FROM inbox_events WHERE id IN"
+                    " (SELECT id FROM inbox_events ORDER BY id LIMIT 2) FOR UPDATE"
+                )
+            ]
             stack.start_worker(4)
             stack.wait_worker_ready()
+            celery = make_celery(stack.settings.with_overrides(broker_url=stack.broker_url))
+            for event_id in held:
+                celery.send_task("tasks.inbox.process_event", args=[event_id])
             wait_until(
                 lambda: _received_twice(stack) >= 2,
                 timeout=45,
