@@ -90,6 +90,9 @@ def credit_topup(
             reason=f"{provider} payment {payment_id}",
             idempotency_key=f"payment:{payment_id}",
             reference_object_id=payment_id,
+            # The inbox runs every handler in its own savepoint already: a concurrent post of
+            # the same key rolls that back and the event is retried, then finds the key used.
+            savepoint=False,
         )
         entry = posted.entry
     except DuplicateEntry as exc:
@@ -325,7 +328,8 @@ def _dodo_customer(session: Session, customer: dict[str, Any]) -> str:
     """Our customer for Dodo's: by customer_id, else by email, else created with Dodo's id."""
     customer_id = customer.get("customer_id")
     if isinstance(customer_id, str) and customer_id:
-        if session.get(Customer, customer_id) is not None:
+        known = select(Customer.customer_id).where(Customer.customer_id == customer_id)
+        if session.scalar(known) is not None:  # no object to load: only whether it exists
             return customer_id
     email = _str(customer, "email", "data.customer.email")
     existing = ledger.find_customer_by_email(session, email)
