@@ -31,10 +31,18 @@ from worker.db import get_engine, transaction
 from worker.models import Base, InboxEvent, Wallet
 
 CONNECTIONS = 16  # K concurrent clients
+WRK_THREADS = 2
 
 LUA = r"""
 local requests = {}
-local counter = 0
+local counter, step = 0, 1
+local threads = 0
+
+-- Runs in the main Lua state once per thread, before the threads start: number them.
+function setup(thread)
+  thread:set("index", threads)
+  threads = threads + 1
+end
 
 function init(args)
   for line in io.lines(args[1]) do
@@ -43,16 +51,16 @@ function init(args)
       ["webhook-id"] = id, ["webhook-timestamp"] = ts, ["webhook-signature"] = sig,
       ["Content-Type"] = "application/json"}, body)
   end
-  -- Each wrk thread starts at its own offset so threads do not replay each other's ids.
-  counter = (tonumber(args[2]) or 0)
+  -- Thread i sends deliveries i, i + T, i + 2T, ...: no thread replays another's ids.
+  counter, step = index, tonumber(args[2])
 end
 
 function request()
-  counter = counter + 1
-  return requests[(counter % #requests) + 1]
+  local r = requests[(counter % #requests) + 1]
+  counter = counter + step
+  return r
 end
 """
-
 
 def _sign_requests(path: Path, count: int) -> None:
     """Pre-signed deliveries, one per line: id, timestamp, signature, body (tab separated)."""
@@ -103,7 +111,14 @@ def run(ctx: Context) -> list[Row]:
     rows: list[Row] = []
     base = services.shared(ctx)
     started = time.monotonic()
-    figures = services.wrk(base, script, seconds, CONNECTIONS, script_args=(str(requests_file),))
+    figures = services.wrk(
+        base,
+        script,
+        seconds,
+        CONNECTIONS,
+        threads=WRK_THREADS,
+        script_args=(str(requests_file), str(WRK_THREADS)),
+    )
     accepted = figures["requests"] - figures["non2xx"] - figures["errors"]
     accepted_per_s = accepted / figures["seconds"]
 

@@ -120,7 +120,7 @@ def _send_process_pending() -> None:
 
 # The receiver's enqueue: one process_pending message per KICK_INTERVAL at most, however many
 # events were stored in it; sent from a background thread, after the events' commits.
-KICK_INTERVAL = 0.005
+KICK_INTERVAL = 0.02
 _kicker = Coalescer(_send_process_pending, KICK_INTERVAL)
 
 

@@ -3,7 +3,7 @@
 No API key here: the provider's signature is the authentication. A provider whose secret is
 not configured is disabled (404), never accepted unsigned. The request does no processing: one
 short committed INSERT, then a worker applies the stored events in batches
-(``tasks.inbox.process_pending``, sent at most once per few milliseconds per process).
+(``tasks.inbox.process_pending``, sent at most once per 20 ms per process).
 """
 
 from __future__ import annotations
