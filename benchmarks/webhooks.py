@@ -62,6 +62,7 @@ function request()
 end
 """
 
+
 def _sign_requests(path: Path, count: int) -> None:
     """Pre-signed deliveries, one per line: id, timestamp, signature, body (tab separated)."""
     webhook = Webhook(SECRET)

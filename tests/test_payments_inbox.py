@@ -436,3 +436,29 @@ def test_a_batch_skips_events_another_transaction_holds(settings, tx) -> None:
         assert [o.event_id for o in batch.outcomes] == [free]
     assert event(tx, held).status == "processed"
     assert balance(tx) == balance(tx, "cus_other") == 2000
+
+
+def test_a_failing_event_after_good_ones_reruns_the_batch_without_doubling_them(tx) -> None:
+    good = [
+        receive(tx, dodo_payment(payment_id=f"pay_ok{n}", wallet_credit="700"), event_id=f"g{n}")
+        for n in range(3)
+    ]
+    bad = receive(tx, dodo_payment(payment_id="pay_bad", wallet_credit="-5"), event_id="m_bad")
+    batch = process_pending(tx)
+    assert [o.status for o in batch.outcomes] == ["processed"] * 3 + ["failed"]
+    assert balance(tx) == 2100
+    assert len(entries(tx)) == 3
+    assert [event(tx, i).attempts for i in [*good, bad]] == [1, 1, 1, 1]
+
+
+def test_a_rolled_back_savepoint_forgets_what_it_posted(session) -> None:
+    from worker import commit_hooks
+
+    customer, _ = ledger.create_customer(session, email="sp@example.com", name="Sp")
+    with pytest.raises(RuntimeError), commit_hooks.savepoint(session):
+        ledger.post_entry(
+            session, customer_id=customer.customer_id, currency="USD", amount=5, is_credit=True
+        )
+        raise RuntimeError("the handler failed after posting")
+    assert not session.info.get(commit_hooks.CHANGED_KEY)
+    assert not session.info.get(commit_hooks.ENTRIES_KEY)

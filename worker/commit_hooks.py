@@ -20,7 +20,10 @@ outbox sweeper sends what was not enqueued.
 
 from __future__ import annotations
 
+import copy
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from sqlalchemy import event
@@ -38,6 +41,7 @@ CHANGED_KEY = "bw_changed_wallets"  # {(customer_id, currency): WalletState | No
 ENTRIES_KEY = "bw_entries_posted"  # [(direction, event_type)] for the metrics, after commit
 DELIVER_TASK = "tasks.notifications.deliver"
 PUBLISH_TIMEOUT = 2.0
+_KEYS = (CHANGED_KEY, ENTRIES_KEY, notify.SESSION_KEY)
 
 _installed = False
 
@@ -62,6 +66,23 @@ def entry_posted(
             "wallet.ledger_entry.created",
             {"payload_type": "LedgerEntry", **dump(LedgerEntryOut.of(entry))},
         )
+
+
+@contextmanager
+def savepoint(session: Session) -> Iterator[None]:
+    """``session.begin_nested()`` that also forgets what the rolled-back part posted: its
+    wallets, its entries for the metrics, its outbox message ids."""
+    saved = {key: copy.copy(session.info.get(key)) for key in _KEYS}
+    try:
+        with session.begin_nested():
+            yield
+    except BaseException:
+        for key, value in saved.items():
+            if value is None:
+                session.info.pop(key, None)
+            else:
+                session.info[key] = value
+        raise
 
 
 def _publish(name: str, args: list[Any]) -> bool:
@@ -112,7 +133,7 @@ def _after_commit(session: Session) -> None:
 
 
 def _after_rollback(session: Session) -> None:
-    for key in (CHANGED_KEY, ENTRIES_KEY, notify.SESSION_KEY):
+    for key in _KEYS:
         session.info.pop(key, None)
 
 

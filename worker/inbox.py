@@ -23,6 +23,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
+from worker import commit_hooks
 from worker.config import Settings
 from worker.db import get_engine, transaction
 from worker.errors import BillingError, NotFound
@@ -226,7 +227,31 @@ def process_pending(session: Session, limit: int = 100) -> Batch:
         .with_for_update(skip_locked=True)
         .execution_options(populate_existing=True)
     ).all()
-    return Batch([_apply(session, event, in_batch=True) for event in events])
+    if not events:
+        return Batch()
+    # Optimistic first: the whole batch in one savepoint, each event's row marked afterwards
+    # (one executemany UPDATE at commit). Most batches have nothing but good events, and this
+    # saves two round trips per event and one per row. If any handler raises, everything the
+    # pass wrote is rolled back and the batch runs again with a savepoint per event.
+    try:
+        with commit_hooks.savepoint(session):
+            handled = [_handle(session, event) for event in events]
+    except OperationalError:
+        raise
+    except Exception:
+        return Batch([_apply(session, event, in_batch=True) for event in events])
+    outcomes = []
+    for event, result in zip(events, handled, strict=True):
+        event.attempts += 1
+        outcomes.append(_finish(event, result.status, result.result))
+    return Batch(outcomes)
+
+
+def _handle(session: Session, event: InboxEvent) -> Handled:
+    handler = HANDLERS.get((event.provider, event.event_type))
+    if handler is None:
+        return Handled("ignored", {"reason": f"no handler for {event.event_type!r}"})
+    return handler(session, event.payload)
 
 
 def _apply(session: Session, event: InboxEvent, *, in_batch: bool = False) -> Outcome:
@@ -240,12 +265,9 @@ def _apply(session: Session, event: InboxEvent, *, in_batch: bool = False) -> Ou
     if event.status != "pending":
         return Outcome(event_id, event.status)
     event.attempts += 1
-    handler = HANDLERS.get((event.provider, event.event_type))
-    if handler is None:
-        return _finish(event, "ignored", {"reason": f"no handler for {event.event_type!r}"})
     try:
-        with session.begin_nested():
-            handled = handler(session, event.payload)
+        with commit_hooks.savepoint(session):
+            handled = _handle(session, event)
     except NotReady as exc:
         event.error = f"waiting: {exc}"
         session.flush()
