@@ -147,6 +147,34 @@ def test_invalid_events_are_rejected_whole_with_index_and_field(client, tx):
         assert s.scalars(select(UsageEvent)).all() == []
 
 
+def test_an_unknown_customer_alone_rejects_the_request_and_stores_nothing(client, tx):
+    # The only error: on PostgreSQL the customers are checked inside the INSERT itself.
+    with tx() as s:
+        cid = new_customer(s, "cz@example.com")
+    with pytest.raises(dodopayments.UnprocessableEntityError) as caught:
+        client.usage_events.ingest(
+            events=[
+                {"event_id": "k-0", "customer_id": cid, "event_name": "api_call"},
+                {"event_id": "k-1", "customer_id": "cus_gone", "event_name": "api_call"},
+                {"event_id": "k-2", "customer_id": cid, "event_name": "api_call"},
+                {"event_id": "k-3", "customer_id": "cus_gone", "event_name": "api_call"},
+            ]
+        )
+    assert [(e["index"], e["field"]) for e in caught.value.body["errors"]] == [
+        (1, "events.1.customer_id"),
+        (3, "events.3.customer_id"),
+    ]
+    with tx() as s:
+        assert s.scalars(select(UsageEvent)).all() == []
+    events = [
+        {"event_id": f"k-{i}", "customer_id": cid, "event_name": "api_call"} for i in (0, 1, 2)
+    ]
+    assert client.usage_events.ingest(events=events).ingested_count == 3
+    with tx() as s:
+        stored = s.scalars(select(UsageEvent.event_id).order_by(UsageEvent.seq)).all()
+    assert stored == ["k-0", "k-1", "k-2"]  # seq follows the request's order
+
+
 def test_metadata_objects_and_arrays_are_rejected(client, tx):
     with tx() as s:
         cid = new_customer(s, "dee@example.com")

@@ -12,7 +12,7 @@ import json
 import re
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import bindparam, func, insert, select, text, tuple_, update
 from sqlalchemy.exc import IntegrityError
@@ -709,17 +709,115 @@ class BulkPosted:
     after_balance: int
 
 
+class LockedWallet(NamedTuple):
+    """A wallet row as ``lock_wallets`` read it, under this transaction's row lock."""
+
+    customer_id: str
+    currency: str
+    balance: int
+    pending_usage_scaled: int
+    low_state: str
+    low_balance_thresholds: Any  # the customer's overrides (JSON), or None
+
+
+def lock_wallets(
+    session: Session, keys: list[tuple[str, str]]
+) -> dict[tuple[str, str], LockedWallet]:
+    """Lock the wallets ``keys`` (``(customer_id, currency)``) in one statement, in key order.
+
+    One fixed order for every caller means two transactions whose batches share wallets queue
+    on each other instead of deadlocking. A wallet that does not exist yet (a currency
+    configured after its customer was created) is created first. Returns plain rows, not ORM
+    objects: a batch of a thousand wallets costs one statement and no identity-map work.
+    """
+    keys = sorted(set(keys))
+
+    def fetch() -> dict[tuple[str, str], LockedWallet]:
+        rows = session.execute(
+            select(
+                Wallet.customer_id,
+                Wallet.currency,
+                Wallet.balance,
+                Wallet.pending_usage_scaled,
+                Wallet.low_state,
+                Customer.low_balance_thresholds,
+            )
+            .join(Customer, Customer.customer_id == Wallet.customer_id)
+            .where(tuple_(Wallet.customer_id, Wallet.currency).in_(keys))
+            .order_by(Wallet.customer_id, Wallet.currency)
+            .with_for_update(of=Wallet)
+        )
+        return {(r[0], r[1]): LockedWallet(*r) for r in rows}
+
+    if not keys:
+        return {}
+    locked = fetch()
+    missing = sorted({k[0] for k in keys if k not in locked})
+    if missing:
+        for customer_id in missing:
+            get_customer(session, customer_id)
+            ensure_wallets(session, customer_id)
+        locked = fetch()
+    return locked
+
+
+# PostgreSQL: every wallet's debit and entry of a batch in ONE statement, the rows travelling
+# as one array per column (constant statement text: PostgreSQL and SQLAlchemy cache it, where
+# a VALUES list or an executemany would be compiled or sent row by row). The key check is part
+# of the statement: when any key was used before, ``dup`` names it and neither the UPDATE nor
+# the INSERT writes a row (all parts of a statement see the same snapshot). A concurrent
+# transaction inserting the same key at the same moment still loses on the unique index.
+_PG_BULK_DEBIT = text("""
+WITH v AS (
+    SELECT * FROM unnest(
+        CAST(:customers AS text[]), CAST(:currencies AS text[]), CAST(:amounts AS bigint[]),
+        CAST(:befores AS bigint[]), CAST(:ids AS text[]), CAST(:keys AS text[]),
+        CAST(:reasons AS text[]), CAST(:fingerprints AS text[])
+    ) AS v(customer_id, currency, amount, before_balance, id, idempotency_key, reason,
+           fingerprint)
+), dup AS (
+    SELECT l.seq FROM ledger_entries l
+    JOIN unnest(CAST(:key_customers AS text[]), CAST(:all_keys AS text[]))
+         AS k(customer_id, key)
+      ON l.customer_id = k.customer_id AND l.idempotency_key = k.key
+    LIMIT 1
+), w AS (
+    UPDATE wallets SET balance = wallets.balance - v.amount, updated_at = :now
+    FROM v
+    WHERE wallets.customer_id = v.customer_id AND wallets.currency = v.currency
+      AND NOT EXISTS (SELECT 1 FROM dup)
+    RETURNING 1
+), e AS (
+    INSERT INTO ledger_entries (id, business_id, customer_id, currency, amount, is_credit,
+        before_balance, after_balance, event_type, reason, reference_object_id,
+        idempotency_key, fingerprint, created_at)
+    SELECT v.id, :business_id, v.customer_id, v.currency, v.amount, false,
+        v.before_balance, v.before_balance - v.amount, :event_type, v.reason, NULL,
+        v.idempotency_key, v.fingerprint, :now
+    FROM v WHERE NOT EXISTS (SELECT 1 FROM dup)
+    RETURNING 1
+)
+SELECT (SELECT seq FROM dup), (SELECT count(*) FROM w), (SELECT count(*) FROM e)
+""")
+
+
 def debit_many_up_to(
-    session: Session, debits: list[BulkDebit], *, event_type: str
+    session: Session,
+    debits: list[BulkDebit],
+    *,
+    event_type: str,
+    locked: dict[tuple[str, str], LockedWallet] | None = None,
 ) -> dict[tuple[str, str], BulkPosted]:
     """``debit_up_to`` for many wallets at once (usage batches): a few statements, not 7 each.
 
     Same rules: each debit takes ``min(balance, amount)`` and records it as one entry; a wallet
-    at 0 gets no entry (absent from the result). The wallets are locked in one
-    ``SELECT ... FOR UPDATE`` in key order (so concurrent batches queue instead of deadlocking),
-    which makes the balances read here the balances debited; the CHECK constraints stand
-    behind it. Any idempotency key already used raises ``DuplicateEntry`` and writes nothing.
-    At most one debit per wallet. Never commits.
+    at 0 gets no entry (absent from the result). The wallets are locked (``lock_wallets``: one
+    ``SELECT ... FOR UPDATE`` in key order, so concurrent batches queue instead of
+    deadlocking), which makes the balances read there the balances debited; the CHECK
+    constraints stand behind it. ``locked``: the caller already locked these wallets with
+    ``lock_wallets`` in this transaction (usage billing needs their remainders too), so they
+    are not read again. Any idempotency key already used raises ``DuplicateEntry`` and writes
+    nothing. At most one debit per wallet. Never commits.
     """
     if event_type not in LEDGER_EVENT_TYPES:
         raise ValidationFailed("event_type", f"must be one of {', '.join(LEDGER_EVENT_TYPES)}")
@@ -730,44 +828,18 @@ def debit_many_up_to(
         raise ValidationFailed("debits", "at most one debit per wallet")
     for d in debits:
         validate_amount(d.amount)
-    used = session.scalars(
-        select(LedgerEntry).where(
-            tuple_(LedgerEntry.customer_id, LedgerEntry.idempotency_key).in_(
-                [(d.customer_id, d.idempotency_key) for d in debits]
-            )
-        )
-    ).first()
-    if used is not None:
-        raise DuplicateEntry(used)
-    locked = {
-        (r.customer_id, r.currency): r
-        for r in session.execute(
-            select(
-                Wallet.customer_id,
-                Wallet.currency,
-                Wallet.balance,
-                Wallet.low_state,
-                Customer.low_balance_thresholds,
-            )
-            .join(Customer, Customer.customer_id == Wallet.customer_id)
-            .where(tuple_(Wallet.customer_id, Wallet.currency).in_(keys))
-            .order_by(Wallet.customer_id, Wallet.currency)
-            .with_for_update(of=Wallet)
-        )
-    }
-    balances = {key: row.balance for key, row in locked.items()}
-    for key in keys:
-        if key not in balances:
-            _wallet_or_create(session, *key)
-            balances[key] = 0
+    postgres = session.get_bind().dialect.name == "postgresql"
+    if not postgres:  # PostgreSQL checks the keys inside its one write statement
+        _raise_if_any_key_used(session, debits)
+    if locked is None or any(key not in locked for key in keys):
+        locked = lock_wallets(session, keys)
     business_id = settings_of(session).business_id
     now = utcnow()
     entries: list[dict[str, Any]] = []
-    moves: list[dict[str, Any]] = []
     posted: dict[tuple[str, str], BulkPosted] = {}
     for d in debits:
         key = (d.customer_id, d.currency.upper())
-        before = balances[key]
+        before = locked[key].balance
         applied = min(before, d.amount)
         if applied == 0:
             continue
@@ -793,9 +865,14 @@ def debit_many_up_to(
                 **params,
             }
         )
-        moves.append({"b_customer": d.customer_id, "b_currency": key[1], "b_amount": applied})
         posted[key] = BulkPosted(entry_id, applied, before - applied)
-    if moves:
+    if not entries:
+        if postgres:
+            _raise_if_any_key_used(session, debits)
+        return posted
+    if postgres:
+        _write_bulk_pg(session, entries, debits, business_id, event_type, now)
+    else:
         wallets = Wallet.__table__
         session.execute(
             update(wallets)
@@ -804,19 +881,83 @@ def debit_many_up_to(
                 wallets.c.currency == bindparam("b_currency"),
             )
             .values(balance=wallets.c.balance - bindparam("b_amount"), updated_at=now),
-            moves,
+            [
+                {"b_customer": e["customer_id"], "b_currency": e["currency"]}
+                | {"b_amount": e["amount"]}
+                for e in entries
+            ],
         )
         session.execute(insert(LedgerEntry.__table__), entries)
-        for values in entries:
-            # A transient copy: the rows went in through Core, the hooks only read them.
-            key = (values["customer_id"], values["currency"])
-            row = locked.get(key)  # None: the wallet was created just now, check it in full
-            state = (
-                WalletState(
-                    *key, values["after_balance"], row.low_state, row.low_balance_thresholds
-                )
-                if row is not None
-                else None
-            )
-            commit_hooks.entry_posted(session, LedgerEntry(**values), state)
+    for values in entries:
+        # A transient copy: the rows went in through Core, the hooks only read them.
+        row = locked[(values["customer_id"], values["currency"])]
+        state = WalletState(
+            row.customer_id,
+            row.currency,
+            values["after_balance"],
+            row.low_state,
+            row.low_balance_thresholds,
+        )
+        commit_hooks.entry_posted(session, _transient(LedgerEntry, values), state)
     return posted
+
+
+def _transient(cls: type[Any], values: dict[str, Any]) -> Any:
+    """A detached ``cls`` holding ``values``, built without the ORM's per-attribute events.
+
+    ``cls(**values)`` fires an attribute event per column, which for a batch's thousand
+    entries cost as much as the rest of the batch's Python work; the hooks only read them.
+    """
+    mapper = cls.__mapper__
+    if not mapper.configured:  # new_instance() skips the init hook that would configure it
+        configure_mappers()
+    obj = mapper.class_manager.new_instance()
+    instance_state(obj).dict.update(values)
+    return obj
+
+
+def _write_bulk_pg(
+    session: Session,
+    entries: list[dict[str, Any]],
+    debits: list[BulkDebit],
+    business_id: str,
+    event_type: str,
+    now: datetime,
+) -> None:
+    dup, updated, inserted = session.execute(
+        _PG_BULK_DEBIT,
+        {
+            "customers": [e["customer_id"] for e in entries],
+            "currencies": [e["currency"] for e in entries],
+            "amounts": [e["amount"] for e in entries],
+            "befores": [e["before_balance"] for e in entries],
+            "ids": [e["id"] for e in entries],
+            "keys": [e["idempotency_key"] for e in entries],
+            "reasons": [e["reason"] for e in entries],
+            "fingerprints": [e["fingerprint"] for e in entries],
+            # Every debit's key, also those of wallets at 0 that get no entry.
+            "key_customers": [d.customer_id for d in debits],
+            "all_keys": [d.idempotency_key for d in debits],
+            "business_id": business_id,
+            "event_type": event_type,
+            "now": now,
+        },
+    ).one()
+    if dup is not None:
+        raise DuplicateEntry(_snapshot(session.get(LedgerEntry, dup)))
+    if updated != len(entries) or inserted != len(entries):  # the wallets were locked above
+        raise AssertionError(f"bulk debit wrote {updated} wallets and {inserted} entries")
+
+
+def _raise_if_any_key_used(session: Session, debits: list[BulkDebit]) -> None:
+    if not debits:
+        return
+    used = session.scalars(
+        select(LedgerEntry).where(
+            tuple_(LedgerEntry.customer_id, LedgerEntry.idempotency_key).in_(
+                [(d.customer_id, d.idempotency_key) for d in debits]
+            )
+        )
+    ).first()
+    if used is not None:
+        raise DuplicateEntry(used)

@@ -102,55 +102,97 @@ def ingest(
                 bad(index, "timestamp", "older than 1 hour")
             elif ts > now + MAX_AHEAD:
                 bad(index, "timestamp", "more than 5 minutes in the future")
-    customer_ids = {e.customer_id for e in events}
-    known = _known_customers(session, customer_ids)
-    for index, event in enumerate(events):
-        if event.customer_id not in known:
-            bad(index, "customer_id", f"customer {event.customer_id} not found")
-    if errors:
-        errors.sort(key=lambda e: e["index"])
-        raise EventsRejected(errors)
     if not events:
         return 0
-
+    postgres = session.get_bind().dialect.name == "postgresql"
+    # PostgreSQL checks the customers inside its one INSERT (no separate round trip) when
+    # nothing else is wrong; otherwise every unknown customer is listed with the other errors.
+    if errors or not postgres:
+        known = _known_customers(session, {e.customer_id for e in events})
+        _reject_unknown(events, known, errors)
     rows = [_row(event, pricing, now) for event in events]
     # ONE multi-row INSERT for the whole request: one round trip, one statement to plan.
-    if session.get_bind().dialect.name == "postgresql":
-        return _insert_pg(session, rows)
+    if postgres:
+        inserted, missing = _insert_pg(session, rows, now)
+        if missing:
+            _reject_unknown(events, {e.customer_id for e in events} - set(missing), errors)
+        return inserted
     table = UsageEvent.__table__
     statement = insert_ignore(session, table, ["event_id"]).returning(table.c.seq)
     return len(session.execute(statement.values(rows)).all())
 
 
-_COLUMNS = (
-    ("event_id", "text"),
-    ("customer_id", "text"),
-    ("event_name", "text"),
-    ("timestamp", "timestamptz"),
-    ("metadata", "json"),
-    ("status", "text"),
-    ("currency", "text"),
-    ("cost_scaled", "bigint"),
-    ("error", "text"),
-    ("received_at", "timestamptz"),
-    ("processed_at", "timestamptz"),
-)
-# The rows travel as one array per column: the statement text never changes (PostgreSQL and
-# SQLAlchemy both cache it), where a VALUES list of 1,000 rows x 11 columns would be compiled
-# afresh for every request, which profiling showed cost more than the insert itself.
-_INSERT_PG = text(
-    "INSERT INTO usage_events ("  # noqa: S608 (constant column names, no input)
-    + ", ".join(f'"{c}"' for c, _ in _COLUMNS)
-    + ", unbilled_amount) SELECT *, 0 FROM unnest("
-    + ", ".join(f"CAST(:{c} AS {t}[])" for c, t in _COLUMNS)
-    + ") ON CONFLICT (event_id) DO NOTHING RETURNING seq"
-)
+def _reject_unknown(
+    events: Sequence[NewEvent], known: set[str], errors: list[dict[str, Any]]
+) -> None:
+    """Raise ``EventsRejected`` for ``errors`` plus every event whose customer is unknown."""
+    for index, event in enumerate(events):
+        if event.customer_id not in known:
+            errors.append(
+                {
+                    "index": index,
+                    "field": f"events.{index}.customer_id",
+                    "message": f"customer {event.customer_id} not found",
+                }
+            )
+    if errors:
+        errors.sort(key=lambda e: e["index"])
+        raise EventsRejected(errors)
 
 
-def _insert_pg(session: Session, rows: list[dict[str, Any]]) -> int:
-    params = {c: [r[c] for r in rows] for c, _ in _COLUMNS}
-    params["metadata"] = [None if m is None else json.dumps(m) for m in params["metadata"]]
-    return len(session.execute(_INSERT_PG, params).all())
+# The rows travel as ONE JSON document (json_to_recordset): the statement text never changes
+# (PostgreSQL and SQLAlchemy both cache it), where a VALUES list of 1,000 rows x 11 columns
+# would be compiled afresh for every request; and one C-encoded JSON string is far cheaper to
+# send than eleven arrays, whose elements psycopg quotes one by one in Python (profiling showed
+# that array dumping was the largest CPU cost of an ingest request).
+# The customers are checked in the same statement: when any is unknown, ``missing`` lists
+# them and the INSERT writes nothing (every part of a statement sees the same snapshot). The
+# foreign key still stands behind it. Rows keep the request's order (``n``), so seq follows it.
+_INSERT_PG = text("""
+    WITH v AS (
+        SELECT * FROM json_to_recordset(CAST(:rows AS json)) AS v(
+            n int, event_id text, customer_id text, event_name text, "timestamp" timestamptz,
+            metadata json, status text, currency text, cost_scaled bigint, error text,
+            processed boolean)
+    ), missing AS (
+        SELECT DISTINCT customer_id FROM v
+        WHERE NOT EXISTS (SELECT 1 FROM customers c WHERE c.customer_id = v.customer_id)
+    ), ins AS (
+        INSERT INTO usage_events (event_id, customer_id, event_name, "timestamp", metadata,
+            status, currency, cost_scaled, error, received_at, processed_at, unbilled_amount)
+        SELECT event_id, customer_id, event_name, COALESCE("timestamp", :now), metadata,
+            status, currency, cost_scaled, error, :now, CASE WHEN processed THEN :now END, 0
+        FROM v WHERE NOT EXISTS (SELECT 1 FROM missing) ORDER BY n
+        ON CONFLICT (event_id) DO NOTHING RETURNING 1
+    )
+    SELECT (SELECT count(*) FROM ins), ARRAY(SELECT customer_id FROM missing)
+""")
+
+
+def _insert_pg(
+    session: Session, rows: list[dict[str, Any]], now: datetime
+) -> tuple[int, list[str]]:
+    """Insert ``rows``; returns (how many were new, unknown customer ids: nothing inserted)."""
+    document = json.dumps(
+        [
+            {
+                "n": n,
+                "event_id": r["event_id"],
+                "customer_id": r["customer_id"],
+                "event_name": r["event_name"],
+                "timestamp": None if r["timestamp"] is now else r["timestamp"].isoformat(),
+                "metadata": r["metadata"],
+                "status": r["status"],
+                "currency": r["currency"],
+                "cost_scaled": r["cost_scaled"],
+                "error": r["error"],
+                "processed": r["processed_at"] is not None,
+            }
+            for n, r in enumerate(rows)
+        ]
+    )
+    inserted, missing = session.execute(_INSERT_PG, {"rows": document, "now": now}).one()
+    return inserted, missing
 
 
 def _known_customers(session: Session, ids: set[str]) -> set[str]:
@@ -227,13 +269,12 @@ def bill_batch(session: Session, limit: int = BATCH_SIZE) -> BatchResult:
     groups: dict[tuple[str, str], list[Any]] = defaultdict(list)
     for row in pending:
         groups[(row.customer_id, row.currency)].append(row)
-    wallets = _lock_wallets(session, sorted(groups))
+    keys = sorted(groups)
+    wallets = ledger.lock_wallets(session, keys)
     now = utcnow()
-    event_updates: list[dict[str, Any]] = []
-    remainders: list[dict[str, Any]] = []
     accrued: dict[tuple[str, str], tuple[int, int]] = {}
     debits: list[ledger.BulkDebit] = []
-    for key in sorted(groups):
+    for key in keys:
         rows = groups[key]
         customer_id, currency = key
         total = wallets[key].pending_usage_scaled + sum(r.cost_scaled for r in rows)
@@ -255,11 +296,18 @@ def bill_batch(session: Session, limit: int = BATCH_SIZE) -> BatchResult:
             )
     # All wallets of the batch in a few statements (not one debit_up_to per wallet): same
     # min(balance, amount) rule, one entry per wallet.
-    posted = ledger.debit_many_up_to(session, debits, event_type="usage")
-    for key in sorted(groups):
+    posted = ledger.debit_many_up_to(session, debits, event_type="usage", locked=wallets)
+    # One array per column of the events' and wallets' updates (see _MARK_PG).
+    seqs: list[int] = []
+    statuses: list[str] = []
+    unbilled: list[int] = []
+    event_entries: list[str | None] = []
+    remainders: list[int] = []
+    for key in keys:
         rows = groups[key]
         customer_id, currency = key
         whole, remainder = accrued[key]
+        remainders.append(remainder)
         entry = posted.get(key)
         entry_id = entry.entry_id if entry else None
         applied = entry.amount if entry else 0
@@ -268,37 +316,45 @@ def bill_batch(session: Session, limit: int = BATCH_SIZE) -> BatchResult:
         shortfall = whole - applied
         result.debited += applied
         result.unbilled += shortfall
-        if shortfall:
-            # Usage already happened: it is recorded as owed, and the merchant is told.
-            notify.enqueue_event(
-                session,
-                "usage.unbilled",
-                {
-                    "customer_id": customer_id,
-                    "currency": currency,
-                    "balance": entry.after_balance if entry else 0,
-                    "unbilled_amount": shortfall,
-                    "event_count": len(rows),
-                    "ledger_entry_id": entry_id,
-                },
-            )
+        seqs.extend(r.seq for r in rows)
+        event_entries.extend([entry_id] * len(rows))
+        if not shortfall:
+            statuses.extend(["processed"] * len(rows))
+            unbilled.extend([0] * len(rows))
+            continue
+        # Usage already happened: it is recorded as owed, and the merchant is told.
+        notify.enqueue_event(
+            session,
+            "usage.unbilled",
+            {
+                "customer_id": customer_id,
+                "currency": currency,
+                "balance": entry.after_balance if entry else 0,
+                "unbilled_amount": shortfall,
+                "event_count": len(rows),
+                "ledger_entry_id": entry_id,
+            },
+        )
         owed = _allocate_shortfall(rows, shortfall)
         for row in rows:
-            event_updates.append(
-                {
-                    "b_seq": row.seq,
-                    "b_status": "unbilled" if owed.get(row.seq) else "processed",
-                    "b_unbilled": owed.get(row.seq, 0),
-                    "b_entry": entry_id,
-                }
-            )
-        remainders.append(
-            {"b_customer": customer_id, "b_currency": currency, "b_remainder": remainder}
-        )
+            statuses.append("unbilled" if owed.get(row.seq) else "processed")
+            unbilled.append(owed.get(row.seq, 0))
     # The wallets are locked (above), so writing the computed remainder cannot lose a
     # concurrent accrual: any other batch touching these wallets waits for our commit.
     if session.get_bind().dialect.name == "postgresql":
-        _mark_pg(session, remainders, event_updates, now)
+        session.execute(
+            _MARK_PG,
+            {
+                "now": now,
+                "customers": [k[0] for k in keys],
+                "currencies": [k[1] for k in keys],
+                "remainders": remainders,
+                "seqs": seqs,
+                "statuses": statuses,
+                "unbilled": unbilled,
+                "entries": event_entries,
+            },
+        )
     else:
         wallets_t = Wallet.__table__
         session.execute(
@@ -308,7 +364,10 @@ def bill_batch(session: Session, limit: int = BATCH_SIZE) -> BatchResult:
                 wallets_t.c.currency == bindparam("b_currency"),
             )
             .values(pending_usage_scaled=bindparam("b_remainder")),
-            remainders,
+            [
+                {"b_customer": k[0], "b_currency": k[1], "b_remainder": r}
+                for k, r in zip(keys, remainders, strict=True)
+            ],
         )
         table = UsageEvent.__table__
         session.execute(
@@ -320,20 +379,25 @@ def bill_batch(session: Session, limit: int = BATCH_SIZE) -> BatchResult:
                 ledger_entry_id=bindparam("b_entry"),
                 processed_at=now,
             ),
-            event_updates,
+            [
+                {"b_seq": q, "b_status": st, "b_unbilled": u, "b_entry": e}
+                for q, st, u, e in zip(seqs, statuses, unbilled, event_entries, strict=True)
+            ],
         )
     result.wallets = len(groups)
     return result
 
 
-# One statement per table for the whole batch (arrays, unnest) instead of one per row.
-_REMAINDERS_PG = text("""
-    UPDATE wallets w SET pending_usage_scaled = v.remainder
-    FROM unnest(CAST(:customers AS text[]), CAST(:currencies AS text[]),
-                CAST(:remainders AS bigint[])) AS v(customer_id, currency, remainder)
-    WHERE w.customer_id = v.customer_id AND w.currency = v.currency
-""")
-_EVENTS_PG = text("""
+# The wallets' remainders and the events' outcome in ONE statement (two data-modifying CTEs on
+# different tables), each table's rows as one array per column: one round trip for the batch.
+_MARK_PG = text("""
+    WITH r AS (
+        UPDATE wallets w SET pending_usage_scaled = v.remainder
+        FROM unnest(CAST(:customers AS text[]), CAST(:currencies AS text[]),
+                    CAST(:remainders AS bigint[])) AS v(customer_id, currency, remainder)
+        WHERE w.customer_id = v.customer_id AND w.currency = v.currency
+        RETURNING 1
+    )
     UPDATE usage_events u
     SET status = v.status, unbilled_amount = v.unbilled, ledger_entry_id = v.entry,
         processed_at = :now
@@ -344,34 +408,8 @@ _EVENTS_PG = text("""
 """)
 
 
-def _mark_pg(
-    session: Session,
-    remainders: list[dict[str, Any]],
-    events: list[dict[str, Any]],
-    now: datetime,
-) -> None:
-    session.execute(
-        _REMAINDERS_PG,
-        {
-            "customers": [r["b_customer"] for r in remainders],
-            "currencies": [r["b_currency"] for r in remainders],
-            "remainders": [r["b_remainder"] for r in remainders],
-        },
-    )
-    session.execute(
-        _EVENTS_PG,
-        {
-            "now": now,
-            "seqs": [e["b_seq"] for e in events],
-            "statuses": [e["b_status"] for e in events],
-            "unbilled": [e["b_unbilled"] for e in events],
-            "entries": [e["b_entry"] for e in events],
-        },
-    )
-
-
 def _lock_wallets(session: Session, keys: list[tuple[str, str]]) -> dict[tuple[str, str], Wallet]:
-    """Lock every wallet of the batch in one statement, in key order.
+    """Lock every wallet of ``keys`` as ORM objects, in key order (settlement's path).
 
     One fixed order (customer_id, currency) for every batch means two workers whose batches
     share wallets queue on each other instead of deadlocking.
