@@ -206,7 +206,8 @@ def _announce(
 
 
 def check_wallet(settings: Settings, customer_id: str, currency: str) -> Transition | None:
-    """The immediate check after a balance change: one transaction."""
+    """Check one wallet in its own transaction (tests and tools; balance changes are checked
+    in their own transaction, by ``commit_hooks``)."""
     with transaction(settings) as session:
         return reconcile(session, customer_id, currency)
 
