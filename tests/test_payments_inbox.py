@@ -462,3 +462,69 @@ def test_a_rolled_back_savepoint_forgets_what_it_posted(session) -> None:
         raise RuntimeError("the handler failed after posting")
     assert not session.info.get(commit_hooks.CHANGED_KEY)
     assert not session.info.get(commit_hooks.ENTRIES_KEY)
+
+
+def test_one_payment_delivered_twice_in_one_batch_credits_once(tx) -> None:
+    payload = dodo_payment(payment_id="pay_twice")
+    first = receive(tx, payload, event_id="m_first")
+    second = receive(tx, payload, event_id="m_second")
+    batch = process_pending(tx)
+    assert [o.status for o in batch.outcomes] == ["processed", "processed"]
+    assert event(tx, second).result["duplicate"] is True
+    assert event(tx, first).result["credited"] == 2000
+    assert balance(tx) == 2000 and len(entries(tx)) == 1
+
+
+@pytest.mark.parametrize("backend", ["postgresql"], indirect=True)  # SQLite: one writer
+def test_a_payment_written_by_another_transaction_after_the_prefetch_credits_once(
+    settings, tx
+) -> None:
+    """The batch's hint says the payment is new; a concurrent single-event task then applies
+    another delivery of it. The batch must notice (unique constraint) and not credit twice."""
+    from worker.db import transaction
+
+    payload = dodo_payment(payment_id="pay_race")
+    mine = receive(tx, payload, event_id="m_batch")
+    theirs = receive(tx, payload, event_id="m_single")
+
+    def race(_session, _events) -> None:  # type: ignore[no-untyped-def]
+        with transaction(settings) as other:
+            assert inbox.process_event(other, theirs).status == "processed"
+
+    inbox.PREFETCHERS.append(race)
+    try:
+        with transaction(settings) as s:
+            # Only our event: the other is held by the racing transaction's own task.
+            batch = inbox.process_pending(s, limit=1)
+    finally:
+        inbox.PREFETCHERS.remove(race)
+    assert [o.event_id for o in batch.outcomes] == [mine]
+    assert event(tx, mine).status == "processed"
+    assert event(tx, mine).result["duplicate"] is True
+    assert balance(tx) == 2000 and len(entries(tx)) == 1
+
+
+def test_a_batch_of_known_customers_reads_each_only_once(settings, tx) -> None:
+    from sqlalchemy import event as sa_event
+
+    from worker.db import get_engine
+
+    process(tx, receive(tx, dodo_payment(payment_id="pay_first"), event_id="m0"))
+    for n in range(5):
+        receive(tx, dodo_payment(payment_id=f"pay_n{n}", wallet_credit="10"), event_id=f"n{n}")
+    statements: list[str] = []
+
+    def record(_conn, _cursor, statement, *_args) -> None:  # type: ignore[no-untyped-def]
+        statements.append(statement)
+
+    engine = get_engine(settings)
+    sa_event.listen(engine, "before_cursor_execute", record)
+    try:
+        process_pending(tx)
+    finally:
+        sa_event.remove(engine, "before_cursor_execute", record)
+    assert balance(tx) == 2050
+    lookups = [s for s in statements if s.lstrip().upper().startswith("SELECT")]
+    by_customer = [s for s in lookups if "FROM customers" in s]
+    by_payment = [s for s in lookups if "FROM topup_payments" in s]
+    assert len(by_customer) == 1 and len(by_payment) == 1, lookups

@@ -61,6 +61,18 @@ Handler = Callable[[Session, dict[str, Any]], Handled]
 HANDLERS: dict[tuple[str, str], Handler] = {}
 
 
+# Batch preparation, registered by handler modules: one query for what a whole batch's
+# handlers would each look up (``payments`` notes which customers exist, which payments are
+# new). What they note is a hint for this transaction only, never a substitute for a lock.
+Prefetcher = Callable[[Session, list[InboxEvent]], None]
+PREFETCHERS: list[Prefetcher] = []
+
+
+def prefetches(prefetcher: Prefetcher) -> Prefetcher:
+    PREFETCHERS.append(prefetcher)
+    return prefetcher
+
+
 def handles(provider: str, *event_types: str) -> Callable[[Handler], Handler]:
     def register(handler: Handler) -> Handler:
         for event_type in event_types:
@@ -229,6 +241,8 @@ def process_pending(session: Session, limit: int = 100) -> Batch:
     ).all()
     if not events:
         return Batch()
+    for prefetch in PREFETCHERS:
+        prefetch(session, events)
     # Optimistic first: the whole batch in one savepoint, each event's row marked afterwards
     # (one executemany UPDATE at commit). Most batches have nothing but good events, and this
     # saves two round trips per event and one per row. If any handler raises, everything the

@@ -15,8 +15,46 @@ from sqlalchemy.orm import Session
 from worker import ledger, notify
 from worker.db import settings_of
 from worker.errors import CustomerNotFound, DuplicateEntry, ValidationFailed
-from worker.inbox import Handled, NotReady, handles
-from worker.models import Customer, TopupPayment, TopupRefund
+from worker.inbox import Handled, NotReady, handles, prefetches
+from worker.models import Customer, InboxEvent, TopupPayment, TopupRefund
+
+# Hints noted by ``_prefetch`` for the batch's transaction (``session.info`` keys).
+KNOWN_CUSTOMERS = "bw_known_customers"  # customer ids that exist
+UNSEEN_PAYMENTS = "bw_unseen_payments"  # (provider, payment_id) with no topup_payments row
+
+
+@prefetches
+def _prefetch(session: Session, events: list[InboxEvent]) -> None:
+    """Two queries for a batch of Dodo payments instead of two per payment: which of their
+    customers exist, and which payments are new. Malformed payloads are left to the handler."""
+    customers: set[str] = set()
+    payments: set[str] = set()
+    for event in events:
+        if (event.provider, event.event_type) != ("dodo", "payment.succeeded"):
+            continue
+        data = event.payload.get("data") if isinstance(event.payload, dict) else None
+        if not isinstance(data, dict):
+            continue
+        if isinstance(data.get("payment_id"), str):
+            payments.add(data["payment_id"])
+        customer = data.get("customer")
+        if isinstance(customer, dict) and isinstance(customer.get("customer_id"), str):
+            customers.add(customer["customer_id"])
+    if customers:
+        found = session.scalars(
+            select(Customer.customer_id).where(Customer.customer_id.in_(customers))
+        )
+        session.info.setdefault(KNOWN_CUSTOMERS, set()).update(found)
+    if payments:
+        seen = set(
+            session.scalars(
+                select(TopupPayment.payment_id).where(
+                    TopupPayment.provider == "dodo", TopupPayment.payment_id.in_(payments)
+                )
+            )
+        )
+        session.info[UNSEEN_PAYMENTS] = {("dodo", p) for p in payments - seen}
+
 
 # -- payload helpers ---------------------------------------------------------------------------
 
@@ -66,13 +104,21 @@ def credit_topup(
     payment_currency: str,
 ) -> Handled:
     """Credit a top-up payment once and remember it for its refunds."""
-    # Locked: Stripe's checkout.session.completed and payment_intent.succeeded for one payment
-    # may be processed concurrently.
-    known = session.scalar(
-        select(TopupPayment)
-        .where(TopupPayment.provider == provider, TopupPayment.payment_id == payment_id)
-        .with_for_update()
-    )
+    unseen = session.info.get(UNSEEN_PAYMENTS, set())
+    if (provider, payment_id) in unseen:
+        # The batch found no row for it: nothing to lock; our INSERT below is checked by the
+        # unique constraint should a concurrent event of this payment write one meanwhile.
+        # A second event of the same payment in this batch must look again.
+        unseen.discard((provider, payment_id))
+        known = None
+    else:
+        # Locked: Stripe's checkout.session.completed and payment_intent.succeeded for one
+        # payment may be processed concurrently.
+        known = session.scalar(
+            select(TopupPayment)
+            .where(TopupPayment.provider == provider, TopupPayment.payment_id == payment_id)
+            .with_for_update()
+        )
     if known is not None and known.credited_amount > 0:
         # e.g. Stripe's payment_intent.succeeded after its checkout.session.completed
         return Handled(
@@ -327,6 +373,8 @@ def _dodo_credit(
 def _dodo_customer(session: Session, customer: dict[str, Any]) -> str:
     """Our customer for Dodo's: by customer_id, else by email, else created with Dodo's id."""
     customer_id = customer.get("customer_id")
+    if customer_id in session.info.get(KNOWN_CUSTOMERS, ()):
+        return customer_id  # customers are never deleted: seen once in this transaction is enough
     if isinstance(customer_id, str) and customer_id:
         known = select(Customer.customer_id).where(Customer.customer_id == customer_id)
         if session.scalar(known) is not None:  # no object to load: only whether it exists
