@@ -147,6 +147,8 @@ def gunicorn(
             sys.executable,
             "-m",
             "gunicorn",
+            "-c",
+            "python:worker.gunicorn_conf",  # as the Procfile runs it
             "webhooks:create_app()",
             "--bind",
             f"127.0.0.1:{port}",

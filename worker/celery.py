@@ -76,6 +76,13 @@ def _json_logs(loglevel: str | int | None = None, **_: object) -> None:
 
 
 @signals.worker_process_init.connect
+def _freeze_startup_objects(**_: object) -> None:
+    from worker.gc_tuning import freeze_startup_objects
+
+    freeze_startup_objects()
+
+
+@signals.worker_process_init.connect
 def _serve_metrics(**_: object) -> None:
     # Each prefork child has its own counters; child N serves them on WORKER_METRICS_PORT + N.
     port = get_settings().worker_metrics_port

@@ -33,6 +33,8 @@ def serve(port: int, host: str) -> None:
             sys.executable,
             "-m",
             "gunicorn",
+            "-c",
+            "python:worker.gunicorn_conf",
             "webhooks:create_app()",
             "--bind",
             f"{host}:{port}",
