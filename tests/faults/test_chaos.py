@@ -49,9 +49,10 @@ def _start_all(stack: Stack, concurrency: int = 2) -> None:
 # -- 1. SIGKILL the worker at random points ----------------------------------------------------
 
 # Sizes: the 10,000 events are kept for usage (10 ingest requests of 1,000, the API's
-# maximum, each followed by a billing task), plus 400 signed payment webhooks, which cost one
-# task each and are what a 2-core machine can push through in a few seconds between kills.
-# The feed is paced over ~10 s so that the kills land while both kinds are in flight.
+# maximum, each followed by a billing task), plus 400 signed payment webhooks (applied in
+# batches). The feed is paced over ~20 s, as long as the kills and restarts take, and each kill
+# waits for a moment when events are stored but not applied: the worker drains a round in well
+# under a second, so a kill at a purely random time would mostly hit an idle worker.
 USAGE_EVENTS = 10_000
 USAGE_PER_REQUEST = 1_000
 PAYMENTS = 400
@@ -83,13 +84,19 @@ def test_worker_sigkilled_at_random_points_applies_every_event_once(tmp_path: Pa
                                 range(r * PAYMENTS // rounds, (r + 1) * PAYMENTS // rounds),
                             )
                         )
-                    time.sleep(0.5)
+                    time.sleep(1.5)
 
         feeder = threading.Thread(target=feed, daemon=True)
         feeder.start()
         at_kill = []
         for _ in range(KILLS):
             time.sleep(rng.uniform(0.2, 2.0))  # a random point: mid-task, mid-batch, mid-commit
+            wait_until(
+                lambda: in_flight(stack) > 0 or not feeder.is_alive(),
+                timeout=15,
+                interval=0.005,
+                what="events in flight",
+            )
             at_kill.append(in_flight(stack))
             stack.kill_worker()
             stack.start_worker(2)
