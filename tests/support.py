@@ -5,6 +5,7 @@ Nothing here mocks anything: each helper starts the real component and stops it 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -79,6 +80,10 @@ def stop(process: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float = 
     except subprocess.TimeoutExpired:
         os.killpg(process.pid, signal.SIGKILL)
         process.wait(5)
+    # The leader may exit before its children do (``serve``'s gunicorn, say): no straggler of
+    # the group may outlive the test and load the machine for the next one.
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(process.pid, signal.SIGKILL)
 
 
 def spawn(args: list[str], env: Mapping[str, str], log: Path) -> subprocess.Popen:
