@@ -1,11 +1,17 @@
-"""BROKER_VISIBILITY_TIMEOUT: read from the environment and handed to the Redis transport."""
+"""The Redis broker: BROKER_VISIBILITY_TIMEOUT reaches the transport, and the transport
+survives a broker loss (worker.redis_transport)."""
 
 from __future__ import annotations
 
+import uuid
+from typing import Any
+
 import pytest
+from kombu import Connection, Queue
 
 from worker.celery import make_celery
 from worker.config import ConfigError, Settings
+from worker.redis_transport import TRANSPORT
 
 
 def test_visibility_timeout_reaches_the_redis_transport() -> None:
@@ -26,3 +32,44 @@ def test_visibility_timeout_defaults_to_an_hour() -> None:
 def test_visibility_timeout_must_be_a_positive_integer() -> None:
     with pytest.raises(ConfigError, match="BROKER_VISIBILITY_TIMEOUT"):
         Settings.from_env({"BROKER_VISIBILITY_TIMEOUT": "0"})
+
+
+# -- worker.redis_transport ------------------------------------------------------------------
+
+
+def _one_unacked_message(transport: str) -> tuple[Connection, Any, Queue]:
+    connection = Connection("redis://127.0.0.1:6379/15", transport=transport)
+    queue = Queue(f"bw-test-{uuid.uuid4().hex}")
+    channel = connection.channel()
+    connection.Producer(channel).publish({"n": 1}, routing_key=queue.name, declare=[queue])
+    message = queue(channel).get(no_ack=False)
+    assert message is not None and message.payload == {"n": 1}
+    return connection, channel, queue
+
+
+def test_a_detached_channel_still_requeues_what_it_holds() -> None:
+    # What Celery 5.7 does on broker loss: collect() detaches the transport from its
+    # connection, then a second close() of a half-closed channel requeues its unacked messages.
+    connection, channel, queue = _one_unacked_message(TRANSPORT)
+    connection.transport.client = None
+    channel.close()  # the stock transport raises AttributeError here (next test)
+    with Connection("redis://127.0.0.1:6379/15") as fresh:
+        again = queue(fresh.default_channel).get(no_ack=True)
+        assert again is not None and again.payload == {"n": 1}
+        queue(fresh.default_channel).delete()
+
+
+def test_the_stock_transport_still_has_the_crash() -> None:
+    # When this fails, kombu has fixed it: drop worker.redis_transport and broker_transport.
+    connection, channel, queue = _one_unacked_message("redis")
+    connection.transport.client = None
+    with pytest.raises(AttributeError):
+        channel.close()
+    with Connection("redis://127.0.0.1:6379/15") as fresh:
+        queue(fresh.default_channel).delete()
+
+
+def test_only_plain_redis_urls_get_the_patched_transport() -> None:
+    redis = Settings.from_env({"CELERY_BROKER_URL": "redis://127.0.0.1:1/0"})
+    assert make_celery(redis).conf.broker_transport == TRANSPORT
+    assert make_celery(Settings.from_env({})).conf.broker_transport is None

@@ -36,11 +36,22 @@ def make_celery(settings: Settings | None = None) -> Celery:
         broker_connection_timeout=2,
         broker_connection_retry_on_startup=True,
         broker_transport_options=_transport_options(broker, settings.broker_visibility_timeout),
+        broker_transport=_transport(broker),
         beat_schedule=schedule.beat_schedule(settings),
     )
     # Balance changes committed in tasks get their low-balance check and notifications.
     commit_hooks.install()
     return celery
+
+
+def _transport(broker: str) -> str | None:
+    # Plain redis:// only: kombu decides on TLS from the URL's scheme name, so rediss:// keeps
+    # its stock transport (and the crash on broker loss that worker.redis_transport closes).
+    if broker.startswith("redis://"):
+        from worker.redis_transport import TRANSPORT
+
+        return TRANSPORT
+    return None
 
 
 def _transport_options(broker: str, visibility_timeout: int = 3600) -> dict[str, object]:

@@ -174,7 +174,37 @@ def wait_settled(stack: Stack, timeout: float, what: str) -> None:
         except Exception:  # the database may still be recovering
             return False
 
-    wait_until(settled, timeout=timeout, interval=0.25, what=what)
+    try:
+        wait_until(settled, timeout=timeout, interval=0.25, what=what)
+    except TimeoutError as exc:
+        raise TimeoutError(f"{exc}\n{_diagnosis(stack)}") from None
+
+
+def _diagnosis(stack: Stack) -> str:
+    """What is still pending and what the processes said last: a timeout must explain itself."""
+    lines = []
+    try:
+        engine = create_engine(stack.database_url)
+        with engine.connect() as conn:
+            rows = conn.execute(
+                text(
+                    "SELECT status, coalesce(left(error, 60), ''), count(*),"
+                    " min(received_at), max(received_at), now()"
+                    " FROM inbox_events GROUP BY 1, 2"
+                )
+            ).all()
+            lines += [f"inbox {row}" for row in rows]
+            usage = conn.execute(text("SELECT status, count(*) FROM usage_events GROUP BY 1")).all()
+            lines += [f"usage {row}" for row in usage]
+        engine.dispose()
+    except Exception as exc:  # the diagnosis must not hide the timeout
+        lines.append(f"(database unreadable: {exc})")
+    for name in ("beat.log", "worker.log", "gunicorn.log"):
+        path = stack.tmp / name
+        if path.exists():
+            tail = path.read_text(errors="replace").splitlines()[-15:]
+            lines += [f"--- {name} (last {len(tail)} lines)", *tail]
+    return "\n".join(lines)
 
 
 def check_exactly_once(stack: Stack, payments: set[str], usage: dict[str, int]) -> None:
