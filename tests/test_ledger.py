@@ -8,7 +8,7 @@ import pytest
 from sqlalchemy import func, select, text
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
-from worker import ledger
+from worker import commit_hooks, ledger
 from worker.config import Settings
 from worker.db import get_engine, transaction
 from worker.errors import (
@@ -361,6 +361,121 @@ def test_find_entry_by_key(tx, customer_id: str) -> None:
     with tx() as s:
         assert ledger.find_entry(s, customer_id, "k").id == posted.entry.id
         assert ledger.find_entry(s, customer_id, "other") is None
+
+
+# -- post_alone: one autocommitted statement, or nothing -------------------------------------
+
+
+def alone(settings: Settings, customer_id: str, amount: int, **kw) -> ledger.Posted | None:
+    kw.setdefault("is_credit", True)
+    return ledger.post_alone(settings, customer_id=customer_id, currency="USD", amount=amount, **kw)
+
+
+@pytest.mark.parametrize("backend", ["postgresql"])
+def test_post_alone_commits_the_entry_and_the_balance_together(
+    settings: Settings, tx, customer_id: str
+) -> None:
+    posted = alone(settings, customer_id, 700, reason="top-up", idempotency_key="a1")
+    assert posted is not None
+    assert (posted.wallet.balance, posted.entry.before_balance, posted.entry.after_balance) == (
+        700,
+        0,
+        700,
+    )
+    debited = alone(settings, customer_id, 200, is_credit=False)
+    assert debited is not None and debited.wallet.balance == 500
+    # Committed (no transaction of ours around it), and exactly as post_entry would write it.
+    assert balance(tx, customer_id) == 500
+    with tx() as s:
+        stored = ledger.find_entry(s, customer_id, "a1")
+        assert stored is not None and stored.id == posted.entry.id
+        assert stored.fingerprint == posted.entry.fingerprint and stored.reason == "top-up"
+        assert ledger.verify(s).ok
+    # The key is used: post_alone cannot tell a replay from a reuse, so it declines, and
+    # post_entry answers (409's DuplicateEntry).
+    assert alone(settings, customer_id, 700, reason="top-up", idempotency_key="a1") is None
+    with pytest.raises(DuplicateEntry):
+        credit(tx, customer_id, 700, reason="top-up", idempotency_key="a1")
+    assert entry_count(tx) == 2
+
+
+@pytest.mark.parametrize("backend", ["postgresql"])
+def test_post_alone_declines_and_writes_nothing_when_it_cannot_decide_alone(
+    settings: Settings, tx, customer_id: str
+) -> None:
+    credit(tx, customer_id, 1_000)
+    declined = [
+        alone(settings, customer_id, 1_001, is_credit=False),  # funds short: 400 to come
+        alone(settings, "cus_missing", 1),  # no such wallet: 404 to come
+        alone(settings, customer_id, 0),  # bad input: 422 to come
+        alone(settings, customer_id, MAX_AMOUNT),  # over the balance cap
+        alone(settings, customer_id, 1, idempotency_key=""),
+        ledger.post_alone(
+            settings, customer_id=customer_id, currency="EUR", amount=1, is_credit=True
+        ),
+    ]
+    assert declined == [None] * len(declined)
+    assert balance(tx, customer_id) == 1_000 and entry_count(tx) == 1
+
+
+@pytest.mark.parametrize("backend", ["postgresql"])
+def test_post_alone_leaves_a_low_balance_crossing_to_a_transaction(
+    settings: Settings, tx, customer_id: str
+) -> None:
+    commit_hooks.install()  # as the web app, the worker and the CLI do
+    watched = settings.with_overrides(low_balance_thresholds="USD=500")
+    with transaction(watched) as s:  # the check before commit arms the wallet: normal
+        ledger.post_entry(s, customer_id=customer_id, currency="USD", amount=1_000, is_credit=True)
+    assert alone(watched, customer_id, 100, is_credit=False) is not None  # 900: still normal
+    assert alone(watched, customer_id, 500, is_credit=False) is None  # 400 would cross
+    assert balance(tx, customer_id) == 900
+    with transaction(watched) as s:
+        ledger.post_entry(s, customer_id=customer_id, currency="USD", amount=500, is_credit=False)
+    with tx() as s:
+        assert ledger.get_wallet(s, customer_id, "USD").low_state == "low"
+    assert alone(watched, customer_id, 50, is_credit=False) is not None  # 350: still low
+    assert alone(watched, customer_id, 1_000) is None  # 1,350 would recover
+
+
+@pytest.mark.parametrize("backend", ["postgresql"])
+def test_post_alone_declines_for_customer_overrides_and_subscribers(
+    settings: Settings, tx, customer_id: str
+) -> None:
+    credit(tx, customer_id, 1_000)
+    with tx() as s:
+        ledger.update_customer(s, customer_id, low_balance_thresholds={"USD": 10})
+    assert alone(settings, customer_id, 1) is None  # the override is judged in Python
+    with tx() as s:
+        ledger.update_customer(s, customer_id, low_balance_thresholds=None)
+    assert alone(settings, customer_id, 1) is not None
+    # Someone wants wallet.ledger_entry.created: its outbox row must commit with the entry.
+    subscribed = settings.with_overrides(
+        notify_webhook_url="http://127.0.0.1:9/hook",
+        notify_webhook_secret="whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+    )
+    assert alone(subscribed, customer_id, 1) is None
+    assert balance(tx, customer_id) == 1_001
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+def test_post_alone_is_postgresql_only(settings: Settings, tx, customer_id: str) -> None:
+    assert alone(settings, customer_id, 1) is None
+    assert balance(tx, customer_id) == 0
+
+
+@pytest.mark.parametrize("backend", ["postgresql"])
+def test_post_alone_survives_a_dropped_connection(settings: Settings, tx, customer_id: str) -> None:
+    assert alone(settings, customer_id, 1) is not None  # a pooled connection now exists
+    with get_engine(settings).connect() as other:
+        other.exec_driver_sql(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+    # The pooled connection is dead: nothing written, and it is not handed out again.
+    results = [alone(settings, customer_id, 1) for _ in range(3)]
+    assert results[0] is None or results[0].wallet.balance == 2
+    assert results[-1] is not None
+    assert balance(tx, customer_id) == 1 + sum(r is not None for r in results)
 
 
 # -- debit_up_to ---------------------------------------------------------------------------

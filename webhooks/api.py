@@ -125,6 +125,19 @@ def create_ledger_entry(path: CustomerPath, body: LedgerEntryCreate) -> Response
     ``DUPLICATE_IDEMPOTENCY_KEY`` (with ``x-should-retry: false``) means the key was already
     used with these parameters and nothing changed.
     """
+    # Usually one autocommitted statement; when that cannot decide (funds short, key used, a
+    # low-balance crossing, ...) nothing was written and a transaction does it in full.
+    posted = ledger.post_alone(
+        current_app.config["SETTINGS"],
+        customer_id=path.customer_id,
+        currency=body.currency,
+        amount=body.amount,
+        is_credit=body.entry_type == "credit",
+        reason=body.reason,
+        idempotency_key=body.idempotency_key,
+    )
+    if posted is not None:
+        return jsonify(dump(WalletOut.of(posted.wallet)))
     try:
         # The transaction holds only this entry, so it needs no savepoint (two round trips
         # saved) ...

@@ -10,17 +10,19 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, NamedTuple
 
-from sqlalchemy import bindparam, func, insert, select, text, tuple_, update
+from sqlalchemy import Engine, bindparam, func, insert, select, text, tuple_, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, configure_mappers
 from sqlalchemy.orm.attributes import instance_state, set_committed_value
 
-from worker import commit_hooks
-from worker.db import settings_of
+from worker import commit_hooks, notify
+from worker.config import Settings
+from worker.db import get_engine, settings_of
 from worker.errors import (
     CustomerNotFound,
     DuplicateEntry,
@@ -31,6 +33,7 @@ from worker.errors import (
     ValidationFailed,
 )
 from worker.lowbalance import WalletState
+from worker.metrics import LEDGER_ENTRIES
 from worker.models import LEDGER_EVENT_TYPES, Customer, LedgerEntry, Wallet, new_id, utcnow
 from worker.money import MAX_AMOUNT, floor_cents, to_usd_cents
 from worker.sql import insert_ignore
@@ -431,7 +434,7 @@ _PG_POST_SQL = """
 WITH w AS (
     UPDATE wallets SET balance = balance + %(delta)s, updated_at = %(now)s
     WHERE customer_id = %(customer_id)s AND currency = %(currency)s
-      AND balance + %(delta)s >= 0 AND balance + %(delta)s <= {max_amount}{key_check}
+      AND balance + %(delta)s >= 0 AND balance + %(delta)s <= {max_amount}{key_check}{alone}
     RETURNING balance, pending_usage_scaled, low_state, created_at, updated_at
 ), e AS (
     INSERT INTO ledger_entries (id, business_id, customer_id, currency, amount, is_credit,
@@ -450,68 +453,180 @@ FROM w, e
 _PG_KEY_CHECK = """
       AND NOT EXISTS (SELECT 1 FROM ledger_entries WHERE customer_id = %(customer_id)s
                       AND idempotency_key = %(idempotency_key)s)"""
-_PG_POST = _PG_POST_SQL.format(max_amount=MAX_AMOUNT, key_check="")
-_PG_POST_KEYED = _PG_POST_SQL.format(max_amount=MAX_AMOUNT, key_check=_PG_KEY_CHECK)
+# post_alone's extra condition: the entry leaves the wallet's low-balance state right (what
+# lowbalance.may_disagree judges in Python before a commit), judged with the configured
+# threshold, so only for customers without overrides of their own.
+_PG_ALONE_CHECK = """
+      AND (SELECT coalesce(json_typeof(low_balance_thresholds), 'null') FROM customers
+           WHERE customer_id = %(customer_id)s) = 'null'
+      AND (%(threshold)s::bigint IS NULL OR low_state =
+           CASE WHEN balance + %(delta)s < %(threshold)s::bigint THEN 'low' ELSE 'normal' END)"""
+
+
+def _pg_post(keyed: bool, alone: bool = False) -> str:
+    return _PG_POST_SQL.format(
+        max_amount=MAX_AMOUNT,
+        key_check=_PG_KEY_CHECK if keyed else "",
+        alone=_PG_ALONE_CHECK if alone else "",
+    )
+
+
+_PG_POST = _pg_post(keyed=False)
+_PG_POST_KEYED = _pg_post(keyed=True)
+_PG_POST_ALONE = {keyed: _pg_post(keyed, alone=True) for keyed in (False, True)}
+
+
+def _pg_params(
+    settings: Settings, customer_id: str, idempotency_key: str | None, params: dict[str, Any]
+) -> dict[str, Any]:
+    """The post statement's parameters; what the core computes in Python."""
+    return {
+        **params,
+        "customer_id": customer_id,
+        "delta": params["amount"] if params["is_credit"] else -params["amount"],
+        "now": utcnow(),
+        "id": new_id("wle"),
+        "business_id": settings.business_id,
+        "idempotency_key": idempotency_key,
+        "fingerprint": fingerprint(**params),
+    }
+
+
+def _pg_posted(
+    row: Any, values: dict[str, Any], make: Callable[..., Any]
+) -> tuple[Wallet, LedgerEntry, WalletState]:
+    """The wallet and entry the post statement wrote (built by ``make(cls, key, **values)``),
+    and the wallet's low-balance inputs, from its result row and parameters."""
+    balance, pending_usage_scaled, low_state, created_at, seq, thresholds = row
+    customer_id, currency, delta = values["customer_id"], values["currency"], values["delta"]
+    wallet = make(
+        Wallet,
+        (customer_id, currency),
+        customer_id=customer_id,
+        currency=currency,
+        balance=balance,
+        pending_usage_scaled=pending_usage_scaled,
+        low_state=low_state,
+        created_at=created_at,
+        updated_at=values["now"],
+    )
+    entry = make(
+        LedgerEntry,
+        (seq,),
+        seq=seq,
+        before_balance=balance - delta,
+        after_balance=balance,
+        created_at=values["now"],
+        **{name: values[name] for name in _ENTRY_PARAMS},
+    )
+    return wallet, entry, WalletState(customer_id, currency, balance, low_state, thresholds)
+
+
+_ENTRY_PARAMS = (
+    "id",
+    "business_id",
+    "customer_id",
+    "currency",
+    "amount",
+    "is_credit",
+    "event_type",
+    "reason",
+    "reference_object_id",
+    "idempotency_key",
+    "fingerprint",
+)
 
 
 def _apply_postgresql(
     session: Session, customer_id: str, idempotency_key: str | None, params: dict[str, Any]
 ) -> Posted | None:
     session.flush()  # the caller's pending changes go first, as autoflush would do
-    delta = params["amount"] if params["is_credit"] else -params["amount"]
-    now = utcnow()
-    entry_id = new_id("wle")
-    business_id = settings_of(session).business_id
-    print_ = fingerprint(**params)
-    row = (
-        session.connection()
-        .exec_driver_sql(
-            _PG_POST if idempotency_key is None else _PG_POST_KEYED,
-            {
-                **params,
-                "customer_id": customer_id,
-                "delta": delta,
-                "now": now,
-                "id": entry_id,
-                "business_id": business_id,
-                "idempotency_key": idempotency_key,
-                "fingerprint": print_,
-            },
-        )
-        .first()
-    )
+    values = _pg_params(settings_of(session), customer_id, idempotency_key, params)
+    sql = _PG_POST if idempotency_key is None else _PG_POST_KEYED
+    row = session.connection().exec_driver_sql(sql, values).first()
     if row is None:
         return None
-    balance, pending_usage_scaled, low_state, created_at, seq, thresholds = row
-    wallet = _committed(
-        session,
-        Wallet,
-        (customer_id, params["currency"]),
-        customer_id=customer_id,
-        currency=params["currency"],
-        balance=balance,
-        pending_usage_scaled=pending_usage_scaled,
-        low_state=low_state,
-        created_at=created_at,
-        updated_at=now,
+    wallet, entry, state = _pg_posted(
+        row, values, lambda cls, key, **kw: _committed(session, cls, key, **kw)
     )
-    entry = _committed(
-        session,
-        LedgerEntry,
-        (seq,),
-        seq=seq,
-        id=entry_id,
-        business_id=business_id,
-        customer_id=customer_id,
-        before_balance=balance - delta,
-        after_balance=balance,
-        idempotency_key=idempotency_key,
-        fingerprint=print_,
-        created_at=now,
-        **params,
-    )
-    state = WalletState(customer_id, params["currency"], balance, low_state, thresholds)
     return Posted(wallet=wallet, entry=entry, state=state)
+
+
+def post_alone(
+    settings: Settings,
+    *,
+    customer_id: str,
+    currency: str,
+    amount: int,
+    is_credit: bool,
+    event_type: str = "merchant_adjustment",
+    reason: str | None = None,
+    idempotency_key: str | None = None,
+    reference_object_id: str | None = None,
+) -> Posted | None:
+    """Post one entry as a transaction of its own, in ONE autocommitted statement; or return
+    None, having written nothing, and the caller uses ``post_entry`` in a transaction (which
+    also says why: funds short, key used, no wallet yet, bad input, ...).
+
+    PostgreSQL runs a single statement atomically, so the wallet update and the entry commit
+    together with no BEGIN or COMMIT: a third of the statements, the row lock held for one
+    statement, and none of the Session's work. The statement commits only when nothing else
+    has to commit with the entry: the wallet's low-balance state stays right (a crossing needs
+    ``reconcile`` in the transaction), the customer has no threshold overrides, and no one
+    subscribes to ``wallet.ledger_entry.created`` (its outbox row commits with the entry).
+    The wallet and entry returned are detached. SQLite always returns None.
+    """
+    engine = get_engine(settings)
+    if (
+        engine.dialect.name != "postgresql"
+        or isinstance(amount, bool)
+        or not isinstance(amount, int)
+        or not 0 < amount <= MAX_AMOUNT
+        or currency not in settings.wallet_currencies
+        or event_type not in LEDGER_EVENT_TYPES
+        or idempotency_key == ""
+        or notify.wants(settings, "wallet.ledger_entry.created")
+    ):
+        return None
+    params = {
+        "currency": currency,
+        "amount": amount,
+        "is_credit": is_credit,
+        "event_type": event_type,
+        "reason": reason,
+        "reference_object_id": reference_object_id,
+    }
+    values = _pg_params(settings, customer_id, idempotency_key, params)
+    values["threshold"] = settings.low_balance_threshold_map.get(currency)
+    row = _execute_autocommit(engine, _PG_POST_ALONE[idempotency_key is not None], values)
+    if row is None:
+        return None
+    wallet, entry, state = _pg_posted(row, values, lambda cls, key, **kw: _transient(cls, kw))
+    LEDGER_ENTRIES.labels(direction="credit" if is_credit else "debit", event_type=event_type).inc()
+    return Posted(wallet=wallet, entry=entry, state=state)
+
+
+def _execute_autocommit(engine: Engine, sql: str, values: dict[str, Any]) -> Any:
+    """The first row of one statement run in autocommit mode on a pooled connection; None on
+    any database error (a lost key race, a broken connection: the caller's general path
+    meets it again and reports it as usual)."""
+    import psycopg
+
+    pooled = engine.raw_connection()
+    try:
+        conn = pooled.driver_connection
+        conn.autocommit = True  # client-side only: no round trip
+        try:
+            return conn.execute(sql, values).fetchone()
+        except psycopg.Error:
+            if conn.broken or conn.closed:
+                pooled.invalidate()
+            return None
+        finally:
+            if not (conn.broken or conn.closed):
+                conn.autocommit = False  # the pool's other users expect transactions
+    finally:
+        pooled.close()
 
 
 def _committed(session: Session, cls: type[Any], key: tuple[Any, ...], **values: Any) -> Any:

@@ -117,26 +117,34 @@ _SUBSCRIPTION_TTL = 5.0
 _subscriptions: dict[str, tuple[float, list[str]]] = {}
 
 
-def _endpoint_event_lists(session: Session) -> list[str]:
-    url = settings_of(session).database_url
+def _endpoint_event_lists(settings: Settings, session: Session | None) -> list[str]:
+    url = settings.database_url
     cached = _subscriptions.get(url)
     if cached and time.monotonic() - cached[0] < _SUBSCRIPTION_TTL:
         return cached[1]
-    events = list(
-        session.scalars(select(WebhookEndpoint.events).where(WebhookEndpoint.enabled.is_(True)))
-    )
+    query = select(WebhookEndpoint.events).where(WebhookEndpoint.enabled.is_(True))
+    if session is None:
+        with transaction(settings) as own:
+            events = list(own.scalars(query))
+    else:
+        events = list(session.scalars(query))
     _subscriptions[url] = (time.monotonic(), events)
     return events
 
 
 def is_subscribed(session: Session, event_type: str) -> bool:
     """Whether any destination wants ``event_type`` (cheap: cached for a few seconds)."""
-    settings = settings_of(session)
+    return wants(settings_of(session), event_type, session)
+
+
+def wants(settings: Settings, event_type: str, session: Session | None = None) -> bool:
+    """``is_subscribed`` for a caller without a session: a stale cache is refreshed in a
+    transaction of its own."""
     if settings.notify_webhook is not None:
         return True
     if settings.smtp is not None and event_type in EMAIL_EVENT_TYPES:
         return True
-    return any(_subscribes(e, event_type) for e in _endpoint_event_lists(session))
+    return any(_subscribes(e, event_type) for e in _endpoint_event_lists(settings, session))
 
 
 # -- writing to the outbox -----------------------------------------------------------------
