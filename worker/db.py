@@ -9,11 +9,12 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
-from sqlalchemy.exc import DisconnectionError
+from sqlalchemy.exc import DBAPIError, DisconnectionError
 from sqlalchemy.orm import Session, sessionmaker
 
 from worker.config import Settings, get_settings
@@ -117,6 +118,41 @@ def transaction(settings: Settings | None = None) -> Iterator[Session]:
     """One committed unit of work: commits on success, rolls back on any exception."""
     with session_factory(settings).begin() as session:
         yield session
+
+
+def autocommit_first(engine: Engine, sql: str, params: Mapping[str, Any]) -> Any:
+    """The first row (or None) of ONE statement in autocommit mode, run straight on a pooled
+    psycopg connection. PostgreSQL only.
+
+    PostgreSQL runs a lone statement as its own transaction, atomically and durably committed
+    before this returns: BEGIN, the statement and COMMIT in one statement and one round trip,
+    without SQLAlchemy's statement machinery (most of a hot path's client CPU). Errors are
+    raised as SQLAlchemy's own types (``OperationalError``, ``IntegrityError``, ...), as a
+    Session would raise them, and a connection the error broke is not handed out again.
+    """
+    pooled = engine.raw_connection()
+    try:
+        conn = pooled.driver_connection
+        conn.autocommit = True  # client-side only: no round trip
+        try:
+            return conn.execute(sql, params).fetchone()
+        except engine.dialect.loaded_dbapi.Error as exc:
+            broken = conn.broken or conn.closed
+            if broken:
+                pooled.invalidate()
+            raise DBAPIError.instance(
+                sql,
+                params,
+                exc,
+                engine.dialect.loaded_dbapi.Error,
+                connection_invalidated=broken,
+                dialect=engine.dialect,
+            ) from exc
+        finally:
+            if not (conn.broken or conn.closed):
+                conn.autocommit = False  # the pool's other users expect transactions
+    finally:
+        pooled.close()
 
 
 def settings_of(session: Session) -> Settings:

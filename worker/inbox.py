@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session
 
 from worker import commit_hooks
 from worker.config import Settings
-from worker.db import get_engine, transaction
+from worker.db import autocommit_first, get_engine, transaction
 from worker.errors import BillingError, NotFound
 from worker.models import InboxEvent, utcnow
 
@@ -151,19 +151,17 @@ def store_event(
                 event_type=event_type,
                 payload=payload,
             )
-    engine = get_engine(settings)
-    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
-        # Driver-level SQL: the hot path skips SQLAlchemy's statement machinery (half the
-        # receiver's CPU per request); the statement is the same as _INSERTS["postgresql"].
-        return connection.exec_driver_sql(
-            _PG_INSERT_SQL,
-            {
-                "provider": provider,
-                "provider_event_id": provider_event_id,
-                "event_type": event_type,
-                "payload": json.dumps(payload, separators=(",", ":")),
-            },
-        ).scalar()
+    row = autocommit_first(
+        get_engine(settings),
+        _PG_INSERT_SQL,  # the same statement as _INSERTS["postgresql"], at the driver level
+        {
+            "provider": provider,
+            "provider_event_id": provider_event_id,
+            "event_type": event_type,
+            "payload": json.dumps(payload, separators=(",", ":")),
+        },
+    )
+    return None if row is None else row[0]
 
 
 _PG_INSERT_SQL = (

@@ -15,14 +15,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, NamedTuple
 
-from sqlalchemy import Engine, bindparam, func, insert, select, text, tuple_, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import bindparam, func, insert, select, text, tuple_, update
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session, configure_mappers
 from sqlalchemy.orm.attributes import instance_state, set_committed_value
 
 from worker import commit_hooks, notify
 from worker.config import Settings
-from worker.db import get_engine, settings_of
+from worker.db import autocommit_first, get_engine, settings_of
 from worker.errors import (
     CustomerNotFound,
     DuplicateEntry,
@@ -598,35 +598,17 @@ def post_alone(
     }
     values = _pg_params(settings, customer_id, idempotency_key, params)
     values["threshold"] = settings.low_balance_threshold_map.get(currency)
-    row = _execute_autocommit(engine, _PG_POST_ALONE[idempotency_key is not None], values)
+    try:
+        row = autocommit_first(engine, _PG_POST_ALONE[idempotency_key is not None], values)
+    except DBAPIError:
+        # A lost race for the key, a dropped connection, the database down: nothing was
+        # written, and the caller's transaction meets it again and reports it as usual.
+        return None
     if row is None:
         return None
     wallet, entry, state = _pg_posted(row, values, lambda cls, key, **kw: _transient(cls, kw))
     LEDGER_ENTRIES.labels(direction="credit" if is_credit else "debit", event_type=event_type).inc()
     return Posted(wallet=wallet, entry=entry, state=state)
-
-
-def _execute_autocommit(engine: Engine, sql: str, values: dict[str, Any]) -> Any:
-    """The first row of one statement run in autocommit mode on a pooled connection; None on
-    any database error (a lost key race, a broken connection: the caller's general path
-    meets it again and reports it as usual)."""
-    import psycopg
-
-    pooled = engine.raw_connection()
-    try:
-        conn = pooled.driver_connection
-        conn.autocommit = True  # client-side only: no round trip
-        try:
-            return conn.execute(sql, values).fetchone()
-        except psycopg.Error:
-            if conn.broken or conn.closed:
-                pooled.invalidate()
-            return None
-        finally:
-            if not (conn.broken or conn.closed):
-                conn.autocommit = False  # the pool's other users expect transactions
-    finally:
-        pooled.close()
 
 
 def _committed(session: Session, cls: type[Any], key: tuple[Any, ...], **values: Any) -> Any:
