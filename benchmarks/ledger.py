@@ -1,10 +1,14 @@
-"""Ledger core throughput: ``worker.ledger.post_entry`` from K=8 separate processes.
+"""Ledger core throughput from K=8 separate processes, each with its own engine.
 
-Each worker process has its own engine and posts entries through the real core, one
-``transaction()`` per entry (or per 100 entries for ``batch100``), on the wallets that
-``benchmarks.pgbench`` seeded. Each figure is paired with a pgbench run of the same statement
-started just before it (see ``run``), so a change in the machine's load between the two is
-small; the "floor" row runs the same statement from bare psycopg in 8 Python processes.
+- ``post_alone``: one entry as a transaction of its own (what the HTTP API does): one
+  autocommitted statement. The goal is judged on these rows.
+- ``post_entry``: an entry inside the caller's ``transaction()`` (BEGIN, the statement,
+  COMMIT, and the Session's work), one per transaction or 100 per transaction (``batch100``).
+- the "floor": the statement with BEGIN/COMMIT from bare psycopg, no SQLAlchemy.
+
+All run on the wallets ``benchmarks.pgbench`` seeded. In a full run each figure is paired
+with a pgbench run of the same statement started just before it (see ``run``), so a change in
+the machine's load between the two is small.
 """
 
 from __future__ import annotations

@@ -2,6 +2,8 @@
 
 On PostgreSQL ``worker.ledger.post_entry`` (a credit without an idempotency key) sends
 BEGIN; one statement that updates the wallet and inserts the entry (``_PG_POST``); COMMIT.
+``post_alone`` sends that statement alone, in autocommit (plus a check on the wallet's
+low-balance state); the references keep BEGIN/COMMIT, the plain SQL way to post an entry.
 The scripts below run that very SQL text (imported, so it cannot drift), with pgbench
 variables where the core binds parameters; values the core computes in Python (entry id,
 fingerprint, timestamp) are passed as variables too. ``-M prepared`` matches psycopg 3, which

@@ -130,24 +130,27 @@ def autocommit_first(engine: Engine, sql: str, params: Mapping[str, Any]) -> Any
     raised as SQLAlchemy's own types (``OperationalError``, ``IntegrityError``, ...), as a
     Session would raise them, and a connection the error broke is not handed out again.
     """
-    pooled = engine.raw_connection()
+    driver_error = engine.dialect.loaded_dbapi.Error
+
+    def wrapped(exc: Exception, broken: bool) -> DBAPIError:
+        return DBAPIError.instance(
+            sql, params, exc, driver_error, connection_invalidated=broken, dialect=engine.dialect
+        )
+
+    try:
+        pooled = engine.raw_connection()
+    except driver_error as exc:  # no connection at all: the database is down or unreachable
+        raise wrapped(exc, True) from exc
     try:
         conn = pooled.driver_connection
         conn.autocommit = True  # client-side only: no round trip
         try:
             return conn.execute(sql, params).fetchone()
-        except engine.dialect.loaded_dbapi.Error as exc:
+        except driver_error as exc:
             broken = conn.broken or conn.closed
             if broken:
                 pooled.invalidate()
-            raise DBAPIError.instance(
-                sql,
-                params,
-                exc,
-                engine.dialect.loaded_dbapi.Error,
-                connection_invalidated=broken,
-                dialect=engine.dialect,
-            ) from exc
+            raise wrapped(exc, broken) from exc
         finally:
             if not (conn.broken or conn.closed):
                 conn.autocommit = False  # the pool's other users expect transactions
