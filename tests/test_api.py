@@ -13,7 +13,7 @@ from sqlalchemy import event, update
 from webhooks import create_app
 from worker import apikeys, ledger
 from worker.config import Settings
-from worker.db import get_engine
+from worker.db import autocommit_engine, get_engine
 from worker.models import ApiKey, utcnow
 
 AUTH = {"Authorization": "Bearer test-key"}
@@ -364,7 +364,7 @@ def test_a_ledger_entry_is_one_statement_on_the_wire(
     funded = post_entry(client, customer_id, amount=10_000_000)  # far above any threshold
     assert funded.status_code == 200
     assert client.get("/customers", headers=stored).status_code == 200  # remembers the key
-    engine = get_engine(settings)
+    engines = (get_engine(settings), autocommit_engine(settings))
     trace = (tmp_path / "libpq.trace").open("w+")
 
     def on_checkout(dbapi_conn, *_args) -> None:  # type: ignore[no-untyped-def]
@@ -375,8 +375,9 @@ def test_a_ledger_entry_is_one_statement_on_the_wire(
         dbapi_conn.pgconn.untrace()
 
     listeners = [("checkout", on_checkout), ("checkin", on_checkin)]
-    for name, fn in listeners:
-        event.listen(engine, name, fn)
+    for engine in engines:
+        for name, fn in listeners:
+            event.listen(engine, name, fn)
     try:
         for n, headers in enumerate((AUTH, stored)):
             trace.seek(0)
@@ -398,8 +399,9 @@ def test_a_ledger_entry_is_one_statement_on_the_wire(
             # COMMIT. (A Parse of its own is psycopg preparing the statement, once.)
             assert sent.count("Execute") == 1 and "Query" not in sent, sent
     finally:
-        for name, fn in listeners:
-            event.remove(engine, name, fn)
+        for engine in engines:
+            for name, fn in listeners:
+                event.remove(engine, name, fn)
         trace.close()
 
 

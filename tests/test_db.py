@@ -61,10 +61,9 @@ def test_only_idle_connections_are_pinged(
 def test_autocommit_first_commits_one_statement_and_raises_sqlalchemys_errors(
     settings: Settings,
 ) -> None:
-    engine = get_engine(settings)
     # Committed on return: another connection sees it at once.
     key = db.autocommit_first(
-        engine,
+        settings,
         "INSERT INTO inbox_events (provider, provider_event_id, event_type, payload, status,"
         " attempts, received_at) VALUES ('dodo', 'evt_ac', 'x', '{}', 'pending', 0, now())"
         " RETURNING id",
@@ -74,10 +73,9 @@ def test_autocommit_first_commits_one_statement_and_raises_sqlalchemys_errors(
     with transaction(settings) as s:
         assert s.execute(text("SELECT count(*) FROM inbox_events")).scalar() == 1
     with pytest.raises(DataError):  # a client's bad value: the views answer 4xx for it
-        db.autocommit_first(engine, "SELECT 1 / %(zero)s", {"zero": 0})
-    # The failed statement left its pooled connection usable, and out of autocommit.
-    with transaction(settings) as s:
-        assert s.execute(text("SELECT 1")).scalar() == 1
-    down = get_engine(Settings(database_url="postgresql+psycopg://root@127.0.0.1:1/nowhere"))
+        db.autocommit_first(settings, "SELECT 1 / %(zero)s", {"zero": 0})
+    # The failed statement left its pooled connection usable.
+    assert db.autocommit_first(settings, "SELECT 1", {}) == (1,)
+    down = Settings(database_url="postgresql+psycopg://root@127.0.0.1:1/nowhere")
     with pytest.raises(OperationalError):  # what the views answer 503 for
         db.autocommit_first(down, "SELECT 1", {})

@@ -475,6 +475,7 @@ def test_post_alone_survives_a_dropped_connection(settings: Settings, tx, custom
     results = [alone(settings, customer_id, 1) for _ in range(3)]
     assert results[0] is None or results[0].wallet.balance == 2
     assert results[-1] is not None
+    get_engine(settings).dispose()  # its connections died too (test_db covers that pool)
     assert balance(tx, customer_id) == 1 + sum(r is not None for r in results)
 
 

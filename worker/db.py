@@ -19,7 +19,6 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from worker.config import Settings, get_settings
 
-_engines: dict[str, Engine] = {}
 _lock = threading.Lock()
 
 
@@ -75,10 +74,22 @@ def _ping_when_idle(engine: Engine) -> None:
 
 def get_engine(settings: Settings | None = None) -> Engine:
     """The process's engine for ``settings.database_url`` (created on first use)."""
-    settings = settings or get_settings()
-    url = settings.database_url
+    return _engine((settings or get_settings()).database_url, autocommit=False)
+
+
+def autocommit_engine(settings: Settings) -> Engine:
+    """The process's engine for single statements in autocommit mode (PostgreSQL): its own
+    small pool of connections that stay in autocommit, so a statement costs no switching in
+    and out of it and no reset on check-in (there is never a transaction to roll back)."""
+    return _engine(settings.database_url, autocommit=True)
+
+
+_engines: dict[tuple[str, bool], Engine] = {}
+
+
+def _engine(url: str, *, autocommit: bool) -> Engine:
     with _lock:
-        engine = _engines.get(url)
+        engine = _engines.get((url, autocommit))
         if engine is None:
             if url.startswith("sqlite"):
                 engine = create_engine(url, connect_args={"timeout": 30})
@@ -86,15 +97,21 @@ def get_engine(settings: Settings | None = None) -> Engine:
             else:
                 engine = create_engine(
                     url,
-                    pool_size=10,
-                    max_overflow=20,
+                    # Autocommit work is one statement per checkout: a smaller pool suffices.
+                    pool_size=5 if autocommit else 10,
+                    max_overflow=10 if autocommit else 20,
                     # A request waits at most this long for a pooled connection: with the
                     # database down the answer is a prompt 503, not a hung worker.
                     pool_timeout=5,
                     connect_args={"connect_timeout": 5},
+                    **(
+                        {"isolation_level": "AUTOCOMMIT", "pool_reset_on_return": None}
+                        if autocommit
+                        else {}
+                    ),
                 )
                 _ping_when_idle(engine)
-            _engines[url] = engine
+            _engines[(url, autocommit)] = engine
         return engine
 
 
@@ -120,9 +137,9 @@ def transaction(settings: Settings | None = None) -> Iterator[Session]:
         yield session
 
 
-def autocommit_first(engine: Engine, sql: str, params: Mapping[str, Any]) -> Any:
+def autocommit_first(settings: Settings, sql: str, params: Mapping[str, Any]) -> Any:
     """The first row (or None) of ONE statement in autocommit mode, run straight on a pooled
-    psycopg connection. PostgreSQL only.
+    psycopg connection of ``autocommit_engine``. PostgreSQL only.
 
     PostgreSQL runs a lone statement as its own transaction, atomically and durably committed
     before this returns: BEGIN, the statement and COMMIT in one statement and one round trip,
@@ -130,6 +147,7 @@ def autocommit_first(engine: Engine, sql: str, params: Mapping[str, Any]) -> Any
     raised as SQLAlchemy's own types (``OperationalError``, ``IntegrityError``, ...), as a
     Session would raise them, and a connection the error broke is not handed out again.
     """
+    engine = autocommit_engine(settings)
     driver_error = engine.dialect.loaded_dbapi.Error
 
     def wrapped(exc: Exception, broken: bool) -> DBAPIError:
@@ -143,17 +161,16 @@ def autocommit_first(engine: Engine, sql: str, params: Mapping[str, Any]) -> Any
         raise wrapped(exc, True) from exc
     try:
         conn = pooled.driver_connection
-        conn.autocommit = True  # client-side only: no round trip
         try:
             return conn.execute(sql, params).fetchone()
         except driver_error as exc:
             broken = conn.broken or conn.closed
             if broken:
+                # As a Session does on a disconnect: this connection is discarded and the rest
+                # of the pool too (a server restart dropped them all), not one per request.
                 pooled.invalidate()
+                engine.dispose()
             raise wrapped(exc, broken) from exc
-        finally:
-            if not (conn.broken or conn.closed):
-                conn.autocommit = False  # the pool's other users expect transactions
     finally:
         pooled.close()
 

@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session
 
 from worker import commit_hooks
 from worker.config import Settings
-from worker.db import autocommit_first, get_engine, transaction
+from worker.db import autocommit_first, transaction
 from worker.errors import BillingError, NotFound
 from worker.models import InboxEvent, utcnow
 
@@ -152,7 +152,7 @@ def store_event(
                 payload=payload,
             )
     row = autocommit_first(
-        get_engine(settings),
+        settings,
         _PG_INSERT_SQL,  # the same statement as _INSERTS["postgresql"], at the driver level
         {
             "provider": provider,

@@ -599,7 +599,7 @@ def post_alone(
     values = _pg_params(settings, customer_id, idempotency_key, params)
     values["threshold"] = settings.low_balance_threshold_map.get(currency)
     try:
-        row = autocommit_first(engine, _PG_POST_ALONE[idempotency_key is not None], values)
+        row = autocommit_first(settings, _PG_POST_ALONE[idempotency_key is not None], values)
     except DBAPIError:
         # A lost race for the key, a dropped connection, the database down: nothing was
         # written, and the caller's transaction meets it again and reports it as usual.
