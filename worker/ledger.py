@@ -270,6 +270,26 @@ def fingerprint(
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
+def _entry_params(
+    currency: str,
+    amount: int,
+    is_credit: bool,
+    event_type: str,
+    reason: str | None,
+    reference_object_id: str | None,
+) -> dict[str, Any]:
+    """What an entry's caller chooses: the fingerprint's inputs (a key's reuse is judged on
+    them) and the columns the caller sets."""
+    return {
+        "currency": currency,
+        "amount": amount,
+        "is_credit": is_credit,
+        "event_type": event_type,
+        "reason": reason,
+        "reference_object_id": reference_object_id,
+    }
+
+
 def post_entry(
     session: Session,
     *,
@@ -301,14 +321,7 @@ def post_entry(
         raise ValidationFailed("event_type", f"must be one of {', '.join(LEDGER_EVENT_TYPES)}")
     if idempotency_key is not None and not idempotency_key:
         raise ValidationFailed("idempotency_key", "must not be empty")
-    params = {
-        "currency": currency,
-        "amount": amount,
-        "is_credit": is_credit,
-        "event_type": event_type,
-        "reason": reason,
-        "reference_object_id": reference_object_id,
-    }
+    params = _entry_params(currency, amount, is_credit, event_type, reason, reference_object_id)
     if idempotency_key is not None and savepoint:
         try:
             # A concurrent request with the same key may commit between our check and our
@@ -588,14 +601,7 @@ def post_alone(
         or notify.wants(settings, "wallet.ledger_entry.created")
     ):
         return None
-    params = {
-        "currency": currency,
-        "amount": amount,
-        "is_credit": is_credit,
-        "event_type": event_type,
-        "reason": reason,
-        "reference_object_id": reference_object_id,
-    }
+    params = _entry_params(currency, amount, is_credit, event_type, reason, reference_object_id)
     values = _pg_params(settings, customer_id, idempotency_key, params)
     values["threshold"] = settings.low_balance_threshold_map.get(currency)
     try:
