@@ -42,6 +42,20 @@ def _funded_customer(settings: Settings, amount: int) -> str:
         return customer.customer_id
 
 
+def _post(settings: Settings, style: str, **entry: object) -> ledger.Posted:
+    """One entry as its own transaction: ``post_entry`` in ``transaction()``, or the way the
+    ledger-entries route does it, ``post_alone`` first and the transaction when it declines."""
+    if style == "alone":
+        posted = ledger.post_alone(settings, **entry)  # type: ignore[arg-type]
+        if posted is not None:
+            return posted
+    with transaction(settings) as s:
+        return ledger.post_entry(s, **entry)  # type: ignore[arg-type]
+
+
+STYLES = pytest.mark.parametrize("style", ["in_transaction", "alone"])
+
+
 def _assert_exact_outcome(
     settings: Settings, customer_id: str, start: int, debited: list[int], refused: list[list[int]]
 ) -> None:
@@ -66,8 +80,9 @@ def _assert_exact_outcome(
     assert refused, "the workload must exhaust the wallet for the test to mean anything"
 
 
+@STYLES
 def test_threads_debit_one_wallet_exactly_as_far_as_the_balance_allows(
-    settings: Settings,
+    settings: Settings, style: str
 ) -> None:
     rng = random.Random(2)
     plans = [[rng.randint(1, 100) for _ in range(DEBITS_PER_THREAD)] for _ in range(THREADS)]
@@ -84,14 +99,14 @@ def test_threads_debit_one_wallet_exactly_as_far_as_the_balance_allows(
             barrier.wait(timeout=30)
             for amount in plan:
                 try:
-                    with transaction(settings) as s:
-                        ledger.post_entry(
-                            s,
-                            customer_id=customer_id,
-                            currency="USD",
-                            amount=amount,
-                            is_credit=False,
-                        )
+                    _post(
+                        settings,
+                        style,
+                        customer_id=customer_id,
+                        currency="USD",
+                        amount=amount,
+                        is_credit=False,
+                    )
                     with lock:
                         debited.append(amount)
                 except InsufficientBalance as exc:
@@ -110,9 +125,10 @@ def test_threads_debit_one_wallet_exactly_as_far_as_the_balance_allows(
     _assert_exact_outcome(settings, customer_id, start, debited, refused)
 
 
+@STYLES
 @pytest.mark.parametrize("is_credit", [True, False])
 def test_same_key_raced_by_16_threads_posts_exactly_one_entry(
-    settings: Settings, is_credit: bool
+    settings: Settings, is_credit: bool, style: str
 ) -> None:
     customer_id = _funded_customer(settings, 1_000)
     outcomes: list[str] = []
@@ -122,16 +138,16 @@ def test_same_key_raced_by_16_threads_posts_exactly_one_entry(
     def work() -> None:
         barrier.wait(timeout=30)
         try:
-            with transaction(settings) as s:
-                posted = ledger.post_entry(
-                    s,
-                    customer_id=customer_id,
-                    currency="USD",
-                    amount=300,
-                    is_credit=is_credit,
-                    idempotency_key="race",
-                )
-                outcome = posted.entry.id
+            posted = _post(
+                settings,
+                style,
+                customer_id=customer_id,
+                currency="USD",
+                amount=300,
+                is_credit=is_credit,
+                idempotency_key="race",
+            )
+            outcome = posted.entry.id
         except DuplicateEntry as exc:
             outcome = f"dup:{exc.entry.id}"
         except BaseException as exc:
