@@ -13,6 +13,10 @@ Each channel keeps the broker connection it was opened with and hands it back wh
 transport has been detached: the late requeue or acknowledgement then reaches Redis (or fails
 with an ordinary connection error, which Celery ignores and recovers from), and anything left
 unacknowledged is redelivered after the visibility timeout as usual.
+
+To see whether a kombu upgrade made this unnecessary, run
+``tests/test_broker_config.py::test_a_detached_channel_still_requeues_what_it_holds`` with
+``transport="redis"`` (the stock transport): while it raises ``AttributeError``, keep this.
 """
 
 from __future__ import annotations
