@@ -22,6 +22,7 @@ from pydantic import BaseModel
 from sqlalchemy.exc import DataError
 
 from tasks.inbox import enqueue
+from webhooks import strict_json
 from webhooks.errors import ErrorOut, error_response
 from worker import inbox
 
@@ -157,13 +158,9 @@ def _utf8_body() -> str:
         raise _Rejected(400, "MALFORMED_BODY", "body: not UTF-8", "body") from None
 
 
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
-
-
 def _json(body: str) -> dict[str, Any]:
     try:
-        payload = json.loads(body, parse_constant=_reject_constant)
+        payload = strict_json.loads(body)
     except (ValueError, RecursionError):
         raise _Rejected(400, "MALFORMED_JSON", "body: not valid JSON", "body") from None
     if not isinstance(payload, dict):
