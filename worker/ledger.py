@@ -16,7 +16,7 @@ from datetime import datetime
 from typing import Any, NamedTuple
 
 from sqlalchemy import bindparam, func, insert, select, text, tuple_, update
-from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, configure_mappers
 from sqlalchemy.orm.attributes import instance_state, set_committed_value
 
@@ -579,7 +579,8 @@ def post_alone(
 ) -> Posted | None:
     """Post one entry as a transaction of its own, in ONE autocommitted statement; or return
     None, having written nothing, and the caller uses ``post_entry`` in a transaction (which
-    also says why: funds short, key used, no wallet yet, bad input, ...).
+    also says why: funds short, key used, no wallet yet, bad input, ...). Database errors
+    other than a lost race for the key are raised (``OperationalError`` and the like).
 
     PostgreSQL runs a single statement atomically, so the wallet update and the entry commit
     together with no BEGIN or COMMIT: a third of the statements, the row lock held for one
@@ -606,10 +607,13 @@ def post_alone(
     values["threshold"] = settings.low_balance_threshold_map.get(currency)
     try:
         row = autocommit_first(settings, _PG_POST_ALONE[idempotency_key is not None], values)
-    except DBAPIError:
-        # A lost race for the key, a dropped connection, the database down: nothing was
-        # written, and the caller's transaction meets it again and reports it as usual.
+    except IntegrityError:
+        # A lost race for the key: the statement failed, nothing was written, and the
+        # caller's transaction finds the key used and answers for it.
         return None
+    # Any other error propagates. A connection lost after the statement was sent leaves its
+    # outcome unknown (the server may have committed), so posting again here could post
+    # twice; the caller's answer (a 503) lets the client retry with its idempotency key.
     if row is None:
         return None
     wallet, entry, state = _pg_posted(row, values, lambda cls, key, **kw: _transient(cls, kw))
