@@ -48,36 +48,23 @@ def _post_raw_psycopg(settings: Any, rng: random.Random) -> int:
     """The floor for any Python client: the core's statement on a bare psycopg connection."""
     import psycopg
 
-    from worker.ledger import _PG_POST, fingerprint
-    from worker.models import new_id, utcnow
+    from worker import ledger
+    from worker.ledger import pg
+    from worker.ledger.posting import statement_values
 
     conn = _psycopg.get("conn")
     if conn is None:
         dsn = settings.database_url.replace("postgresql+psycopg://", "postgresql://")
         conn = _psycopg["conn"] = psycopg.connect(dsn)
-    amount = rng.randint(1, 1000)
-    params = {
-        "currency": "USD",
-        "amount": amount,
-        "is_credit": True,
-        "event_type": "merchant_adjustment",
-        "reason": "bench",
-        "reference_object_id": None,
-    }
+    leg = ledger.Leg(
+        customer_id=_wallet_for("spread", rng),
+        currency="USD",
+        amount=rng.randint(1, 1000),
+        is_credit=True,
+        reason="bench",
+    )
     with conn.transaction():
-        conn.execute(
-            _PG_POST,
-            {
-                **params,
-                "customer_id": _wallet_for("spread", rng),
-                "delta": amount,
-                "now": utcnow(),
-                "id": new_id("wle"),
-                "business_id": "bus_local",
-                "idempotency_key": None,
-                "fingerprint": fingerprint(**params),
-            },
-        ).fetchone()
+        conn.execute(pg.SINGLE[(False, False)], statement_values(settings, leg)).fetchone()
     return 1
 
 
@@ -90,11 +77,13 @@ def _post_transaction(settings: Any, kind: str, rng: random.Random) -> int:
     if kind in ALONE:
         posted = ledger.post_alone(
             settings,
-            customer_id=_wallet_for(ALONE[kind], rng),
-            currency="USD",
-            amount=rng.randint(1, 1000),
-            is_credit=True,
-            reason="bench",
+            ledger.Leg(
+                customer_id=_wallet_for(ALONE[kind], rng),
+                currency="USD",
+                amount=rng.randint(1, 1000),
+                is_credit=True,
+                reason="bench",
+            ),
         )
         if posted is None:  # would silently measure nothing
             raise RuntimeError("post_alone declined a plain credit")

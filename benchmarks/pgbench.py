@@ -27,7 +27,7 @@ from pathlib import Path
 import psycopg
 
 from benchmarks.common import Context, Row
-from worker.ledger import _PG_POST, fingerprint
+from worker.ledger import fingerprint, pg
 
 CLIENTS = 8
 WALLETS = 10_000
@@ -45,7 +45,8 @@ CONSTANTS = {
     "is_credit": "true",
     "event_type": "merchant_adjustment",
     "reason": "bench",
-    "now": "2026-01-01T00:00:00Z",
+    "created_at": "2026-01-01T00:00:00Z",
+    "key_scope": "client",
     "fingerprint": fingerprint(
         currency="USD",
         amount=1,
@@ -60,7 +61,7 @@ NULLS = ("reference_object_id", "idempotency_key")
 
 def statement() -> str:
     """The core's statement with psycopg's ``%(name)s`` turned into pgbench's ``:name``."""
-    sql = " ".join(_PG_POST.split())
+    sql = " ".join(pg.SINGLE[(False, False)].split())
     for name in NULLS:
         sql = sql.replace(f"%({name})s", "NULL")
     return re.sub(r"%\((\w+)\)s", r":\1", sql)

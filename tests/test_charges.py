@@ -21,7 +21,7 @@ from worker.errors import (
     UnsupportedCurrency,
     ValidationFailed,
 )
-from worker.models import LedgerEntry, WalletCharge
+from worker.models import LedgerEntry, WalletCharge, new_id
 
 
 def make_customer(tx, balance: int = 0, email: str = "ada@example.com") -> str:
@@ -143,10 +143,27 @@ def test_same_key_with_different_parameters_is_refused_naming_them(tx) -> None:
     with tx() as s, pytest.raises(IdempotencyKeyReused) as caught:
         charges.charge(s, cid, 2500, "INR", "order_1", allow_partial=False)
     assert caught.value.fields == ["amount", "currency", "allow_partial"]
+    with tx() as s:
+        charges.charge(s, cid, 2000, "USD", "order_2", idempotency_key="k")
     with tx() as s, pytest.raises(IdempotencyKeyReused) as caught:
-        charges.charge(s, cid, 2000, "USD", "order_2", idempotency_key="charge:order_1")
+        charges.charge(s, cid, 2000, "USD", "order_3", idempotency_key="k")
     assert caught.value.fields == ["order_id"]
-    assert usd(tx, cid) == 3000
+    assert usd(tx, cid) == 1000
+
+
+def test_a_client_key_shaped_like_another_orders_default_is_the_clients_own(tx) -> None:
+    cid = make_customer(tx, 5000)
+    with tx() as s:
+        mine = charges.charge(s, cid, 1000, "USD", "order_2", idempotency_key="charge:order_1")
+    with tx() as s:
+        # order_1's own charge is not blocked by the client's look-alike key ...
+        theirs = charges.charge(s, cid, 2000, "USD", "order_1")
+    with tx() as s:
+        # ... and naming this order's default key explicitly means that same charge.
+        again = charges.charge(s, cid, 2000, "USD", "order_1", idempotency_key="charge:order_1")
+    assert mine.charge.charge_id != theirs.charge.charge_id
+    assert again.replayed and again.charge.charge_id == theirs.charge.charge_id
+    assert usd(tx, cid) == 2000
 
 
 def test_explicit_keys_make_separate_charges_for_one_order(tx) -> None:
@@ -405,7 +422,7 @@ operations = st.lists(
 def test_any_sequence_keeps_wallet_and_charges_consistent(tx, ops, start) -> None:
     with tx() as s:
         customer, _ = ledger.create_customer(
-            s, email=f"p{ledger.new_id('x')}@example.com", name="P"
+            s, email=f"p{new_id('x')}@example.com", name="P"
         )
         cid = customer.customer_id
         if start:

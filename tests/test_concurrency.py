@@ -44,11 +44,11 @@ def _funded_customer(settings: Settings, amount: int) -> str:
 
 def _post(settings: Settings, style: str, **entry: object) -> ledger.Posted:
     """One entry as its own transaction: ``post_entry`` in ``transaction()``, or the way the
-    ledger-entries route does it, ``post_alone`` first and the transaction when it declines."""
+    ledger-entries route does it, ``post_own``: one autocommitted statement, or a transaction
+    when that cannot decide."""
     if style == "alone":
-        posted = ledger.post_alone(settings, **entry)  # type: ignore[arg-type]
-        if posted is not None:
-            return posted
+        key = ledger.client_key(entry.pop("idempotency_key", None))  # type: ignore[arg-type]
+        return ledger.post_own(settings, ledger.Leg(key=key, **entry))  # type: ignore[arg-type]
     with transaction(settings) as s:
         return ledger.post_entry(s, **entry)  # type: ignore[arg-type]
 

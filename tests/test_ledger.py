@@ -368,7 +368,9 @@ def test_find_entry_by_key(tx, customer_id: str) -> None:
 
 def alone(settings: Settings, customer_id: str, amount: int, **kw) -> ledger.Posted | None:
     kw.setdefault("is_credit", True)
-    return ledger.post_alone(settings, customer_id=customer_id, currency="USD", amount=amount, **kw)
+    kw.setdefault("currency", "USD")
+    key = ledger.client_key(kw.pop("idempotency_key", None))
+    return ledger.post_alone(settings, ledger.Leg(customer_id, amount=amount, key=key, **kw))
 
 
 @pytest.mark.parametrize("backend", ["postgresql"])
@@ -407,15 +409,22 @@ def test_post_alone_declines_and_writes_nothing_when_it_cannot_decide_alone(
     declined = [
         alone(settings, customer_id, 1_001, is_credit=False),  # funds short: 400 to come
         alone(settings, "cus_missing", 1),  # no such wallet: 404 to come
-        alone(settings, customer_id, 0),  # bad input: 422 to come
         alone(settings, customer_id, MAX_AMOUNT),  # over the balance cap
-        alone(settings, customer_id, 1, idempotency_key=""),
-        ledger.post_alone(
-            settings, customer_id=customer_id, currency="EUR", amount=1, is_credit=True
-        ),
     ]
     assert declined == [None] * len(declined)
-    assert balance(tx, customer_id) == 1_000 and entry_count(tx) == 1
+    # Bad input is refused by the same validation as the transaction's, naming the field.
+    for kw, field in (
+        ({"amount": 0}, "amount"),
+        ({"amount": 1, "idempotency_key": ""}, "idempotency_key"),
+        ({"amount": 1, "currency": "EUR"}, "currency"),
+    ):
+        with pytest.raises(ValidationFailed) as refused:
+            alone(settings, customer_id, **kw)
+        assert refused.value.field == field
+    # A lower-case currency is the same currency (it was refused here, accepted in a
+    # transaction, before both shared one validation).
+    assert alone(settings, customer_id, 1, currency="usd") is not None
+    assert balance(tx, customer_id) == 1_001 and entry_count(tx) == 2
 
 
 @pytest.mark.parametrize("backend", ["postgresql"])
@@ -483,33 +492,42 @@ def test_post_alone_after_a_dropped_connection_reports_it_and_recovers(
     assert balance(tx, customer_id) == 2
 
 
-# -- debit_up_to ---------------------------------------------------------------------------
+# -- debits that take what is there ---------------------------------------------------------
 
 
-def test_debit_up_to_takes_what_is_there(tx, customer_id: str) -> None:
+def take(s, customer_id: str, amount: int, **kw) -> ledger.Posted | None:
+    return ledger.post_entry(
+        s,
+        customer_id=customer_id,
+        currency="USD",
+        amount=amount,
+        is_credit=False,
+        event_type="usage",
+        on_short=ledger.OnShort.TAKE,
+        **kw,
+    )
+
+
+def test_a_take_debit_takes_what_is_there(tx, customer_id: str) -> None:
     credit(tx, customer_id, 40)
     with tx() as s:
-        posted = ledger.debit_up_to(
-            s, customer_id=customer_id, currency="USD", amount=100, event_type="usage"
-        )
-    assert (posted.entry.amount, posted.wallet.balance) == (40, 0)
+        posted = take(s, customer_id, 100)
+    assert (posted.entry.amount, posted.wallet.balance, posted.shortfall) == (40, 0, 60)
     with tx() as s:
-        assert (
-            ledger.debit_up_to(
-                s, customer_id=customer_id, currency="USD", amount=5, event_type="usage"
-            )
-            is None
-        )
+        assert take(s, customer_id, 5) is None
     assert entry_count(tx) == 2
 
 
-def test_debit_up_to_with_used_key_raises_duplicate(tx, customer_id: str) -> None:
+def test_a_take_debit_with_a_used_key_is_a_duplicate_or_a_reuse(tx, customer_id: str) -> None:
     credit(tx, customer_id, 100)
-    kw = {"customer_id": customer_id, "currency": "USD", "event_type": "usage"}
     with tx() as s:
-        ledger.debit_up_to(s, amount=30, idempotency_key="u1", **kw)
+        take(s, customer_id, 30, idempotency_key="u1")
     with tx() as s, pytest.raises(DuplicateEntry):
-        ledger.debit_up_to(s, amount=30, idempotency_key="u1", **kw)
+        take(s, customer_id, 30, idempotency_key="u1")
+    # The debit paths compare fingerprints too: another amount under the key is refused.
+    with tx() as s, pytest.raises(IdempotencyKeyReused) as reused:
+        take(s, customer_id, 31, idempotency_key="u1")
+    assert reused.value.fields == ["amount"]
     assert balance(tx, customer_id) == 70
 
 

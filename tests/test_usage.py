@@ -384,7 +384,7 @@ def test_the_example_pricing_file_loads():
     assert set(prices.prices) == {"api_call", "llm_tokens", "image_generation"}
 
 
-def test_bulk_debit_takes_what_each_wallet_holds_and_refuses_a_reused_key(tx):
+def test_a_batch_of_take_debits_takes_what_each_wallet_holds_and_refuses_a_reused_key(tx):
     from worker import ledger
     from worker.errors import DuplicateEntry
 
@@ -392,18 +392,28 @@ def test_bulk_debit_takes_what_each_wallet_holds_and_refuses_a_reused_key(tx):
         rich = new_customer(s, "rich@example.com", credit=100)
         poor = new_customer(s, "poor@example.com", credit=3)
         empty = new_customer(s, "empty@example.com")
-    debits = [
-        ledger.BulkDebit(rich, "USD", 40, "k1"),
-        ledger.BulkDebit(poor, "USD", 40, "k1"),
-        ledger.BulkDebit(empty, "USD", 40, "k1"),
+    legs = [
+        ledger.Leg(
+            cid,
+            "USD",
+            40,
+            is_credit=False,
+            event_type="usage",
+            key=ledger.system_key("k1"),
+            on_short=ledger.OnShort.TAKE,
+        )
+        for cid in (rich, poor, empty)
     ]
     with tx() as s:
-        posted = ledger.debit_many_up_to(s, debits, event_type="usage")
-    assert {k[0]: (p.amount, p.after_balance) for k, p in posted.items()} == {
-        rich: (40, 60),
-        poor: (3, 0),
-    }
+        results = ledger.post(s, legs)
+    assert [
+        (r.entry.amount, r.entry.after_balance, r.shortfall) if r else None for r in results
+    ] == [
+        (40, 60, 0),
+        (3, 0, 37),
+        None,
+    ]
     with pytest.raises(DuplicateEntry), tx() as s:
-        ledger.debit_many_up_to(s, debits[:1], event_type="usage")
+        ledger.post(s, legs[:1])
     with tx() as s:
         assert ledger.verify(s).ok

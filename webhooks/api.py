@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from flask import Response, current_app, jsonify
 from flask_openapi3 import APIBlueprint, Tag
-from sqlalchemy.exc import IntegrityError
 
 from webhooks.auth import BEARER_SECURITY
 from webhooks.errors import BODY_RESPONSES, COMMON_RESPONSES, DuplicateOut, error_response
@@ -125,47 +124,19 @@ def create_ledger_entry(path: CustomerPath, body: LedgerEntryCreate) -> Response
     ``DUPLICATE_IDEMPOTENCY_KEY`` (with ``x-should-retry: false``) means the key was already
     used with these parameters and nothing changed.
     """
-    # Usually one autocommitted statement; when that cannot decide (funds short, key used, a
-    # low-balance crossing, ...) nothing was written and a transaction does it in full.
-    posted = ledger.post_alone(
-        current_app.config["SETTINGS"],
+    leg = ledger.Leg(
         customer_id=path.customer_id,
         currency=body.currency,
         amount=body.amount,
         is_credit=body.entry_type == "credit",
         reason=body.reason,
-        idempotency_key=body.idempotency_key,
+        key=ledger.client_key(body.idempotency_key),
     )
-    if posted is not None:
-        return jsonify(dump(WalletOut.of(posted.wallet)))
     try:
-        # The transaction holds only this entry, so it needs no savepoint (two round trips
-        # saved) ...
-        return _post_ledger_entry(path.customer_id, body, savepoint=False)
-    except IntegrityError:
-        # ... and when a concurrent request with the same key wins the unique index, the
-        # transaction rolled back whole; a new one finds the key used and answers for it.
-        return _post_ledger_entry(path.customer_id, body, savepoint=True)
-
-
-def _post_ledger_entry(customer_id: str, body: LedgerEntryCreate, *, savepoint: bool) -> Response:
-    with _tx() as s:
-        try:
-            posted = ledger.post_entry(
-                s,
-                customer_id=customer_id,
-                currency=body.currency,
-                amount=body.amount,
-                is_credit=body.entry_type == "credit",
-                reason=body.reason,
-                idempotency_key=body.idempotency_key,
-                event_type="merchant_adjustment",
-                savepoint=savepoint,
-            )
-        except DuplicateEntry as duplicate:
-            wallet = ledger.get_wallet(s, customer_id, duplicate.entry.currency)
-            return duplicate_response(duplicate, wallet)
-        return jsonify(dump(WalletOut.of(posted.wallet)))
+        posted = ledger.post_own(current_app.config["SETTINGS"], leg)
+    except DuplicateEntry as duplicate:
+        return duplicate_response(duplicate, duplicate.wallet)
+    return jsonify(dump(WalletOut.of(posted.wallet)))
 
 
 def duplicate_response(duplicate: DuplicateEntry, wallet: Wallet) -> Response:

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import and_, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -127,7 +127,12 @@ def charge(
     amount = ledger.validate_amount(amount)
     currency = ledger.validate_currency(session, currency)
     order_id = _identifier(order_id, "order_id")
-    key = _identifier(idempotency_key, "idempotency_key", required=False) or f"charge:{order_id}"
+    # The caller's key, or the system's default for the order: two namespaces, so a key a
+    # client chose can never stand in for another order's default (see ledger.keys).
+    default = ledger.system_key("charge", order_id)
+    key = ledger.client_key(_identifier(idempotency_key, "idempotency_key", required=False))
+    if key is None or key.value == default.value:  # a client naming the default means it
+        key = default
     reason = _reason(reason)
     if not isinstance(allow_partial, bool):
         raise ValidationFailed("allow_partial", "must be a boolean")
@@ -148,7 +153,8 @@ def charge(
         customer_id=customer_id,
         currency=currency,
         order_id=order_id,
-        idempotency_key=key,
+        idempotency_key=key.value,
+        key_scope=key.scope,
         requested_amount=amount,
         applied_amount=0,
         reversed_amount=0,
@@ -181,24 +187,23 @@ def charge(
 def _debit(
     session: Session, record: WalletCharge, amount: int, allow_partial: bool
 ) -> ledger.Posted | None:
-    params = {
-        "customer_id": record.customer_id,
-        "currency": record.currency,
-        "amount": amount,
-        "event_type": "payment",
-        "reason": record.reason,
+    posted = ledger.post_entry(
+        session,
+        customer_id=record.customer_id,
+        currency=record.currency,
+        amount=amount,
+        is_credit=False,
+        event_type="payment",
+        reason=record.reason,
         # No ledger key: the charge row (unique per customer and key, inserted in this same
         # savepoint with a fresh charge_id) already makes this the only debit of the charge,
         # and a key would cost two look-ups per charge. ledger_entry_id links the two.
-        "idempotency_key": None,
-        "reference_object_id": record.order_id,
-    }
-    if allow_partial:
-        # debit_up_to locks the wallet row before reading the balance, so concurrent charges
-        # on one wallet queue there and each takes only what the previous ones left.
-        posted = ledger.debit_up_to(session, **params)
-    else:
-        posted = ledger.post_entry(session, is_credit=False, **params)
+        idempotency_key=None,
+        reference_object_id=record.order_id,
+        # A partial charge takes what the wallet holds under the wallet's row lock, so
+        # concurrent charges on one wallet queue there and each takes what the others left.
+        on_short=ledger.OnShort.TAKE if allow_partial else ledger.OnShort.REFUSE,
+    )
     if posted is None:
         return None
     record.applied_amount = posted.entry.amount
@@ -222,10 +227,16 @@ def _replay(session: Session, original: WalletCharge, asked: dict[str, object]) 
     return ChargeView(view.charge, view.wallet, view.entries, replayed=True)
 
 
-def _find_charge(session: Session, customer_id: str, key: str) -> WalletCharge | None:
+def _find_charge(
+    session: Session, customer_id: str, key: ledger.IdempotencyKey
+) -> WalletCharge | None:
     return session.scalar(
         select(WalletCharge)
-        .where(WalletCharge.customer_id == customer_id, WalletCharge.idempotency_key == key)
+        .where(
+            WalletCharge.customer_id == customer_id,
+            WalletCharge.key_scope == key.scope,
+            WalletCharge.idempotency_key == key.value,
+        )
         .execution_options(populate_existing=True)
     )
 
@@ -251,8 +262,11 @@ def _view(session: Session, record: WalletCharge) -> ChargeView:
             LedgerEntry.reference_object_id == record.order_id,
             or_(
                 LedgerEntry.id == record.ledger_entry_id,
-                LedgerEntry.idempotency_key.startswith(
-                    _reversal_prefix(record.charge_id), autoescape=True
+                and_(
+                    LedgerEntry.key_scope == ledger.SYSTEM,
+                    LedgerEntry.idempotency_key.startswith(
+                        _reversal_prefix(record.charge_id), autoescape=True
+                    ),
                 ),
             ),
         )
@@ -300,7 +314,7 @@ def reverse(
 
     entry_key = None
     if client_key is not None:
-        entry_key = f"{_reversal_prefix(charge_id)}key:{client_key}"
+        entry_key = ledger.system_key(f"{_reversal_prefix(charge_id)}key", client_key)
         prior = ledger.find_entry(session, customer_id, entry_key)
         if prior is not None:
             differing = [
@@ -325,7 +339,9 @@ def reverse(
 
     # Without a client key the entry is keyed by how much had been reversed before it: unique
     # per charge (reversed_amount only grows), so no two reversal entries can ever collide.
-    entry_key = entry_key or f"{_reversal_prefix(charge_id)}at:{record.reversed_amount}"
+    entry_key = entry_key or ledger.system_key(
+        f"{_reversal_prefix(charge_id)}at", record.reversed_amount
+    )
     # One savepoint: the charge's reversed_amount and the credit move together even when the
     # credit is refused (a balance pushed past the JSON-safe limit) and the caller carries on.
     with session.begin_nested():
@@ -385,7 +401,11 @@ def refund_to_wallet(
     refund_id = _identifier(refund_id, "refund_id", required=False)
     reason = _reason(reason)
     ledger.get_customer(session, customer_id)
-    key = f"wallet_refund:{refund_id}" if refund_id else f"wallet_refund:{payment_id}:{amount}"
+    key = (
+        ledger.system_key("wallet_refund", refund_id)
+        if refund_id
+        else ledger.system_key("wallet_refund", payment_id, amount)
+    )
 
     cap = settings_of(session).wallet_refund_max
     if cap is not None and amount > cap and ledger.find_entry(session, customer_id, key) is None:
@@ -409,5 +429,5 @@ def refund_to_wallet(
         # Name the caller's fields, not the ledger's.
         names = {"reference_object_id": "payment_id"}
         fields = [names.get(f, f) for f in reused.fields]
-        raise IdempotencyKeyReused(refund_id or key, fields, reused.original) from None
+        raise IdempotencyKeyReused(refund_id or key.value, fields, reused.original) from None
     return Refund(posted.entry, posted.wallet, refund_id)

@@ -78,13 +78,15 @@ class DuplicateEntry(BillingError):
 
     code = "DUPLICATE_IDEMPOTENCY_KEY"
 
-    def __init__(self, entry: Any) -> None:
+    def __init__(self, entry: Any, wallet: Any = None) -> None:
         super().__init__(
             f"Idempotency key {entry.idempotency_key!r} was already used; "
             f"the original entry {entry.id} stands",
             entry_id=entry.id,
         )
         self.entry = entry
+        # The wallet as it stands, when the poster read it for the answer (a 409's body).
+        self.wallet = wallet
 
 
 class IdempotencyKeyReused(BillingError):

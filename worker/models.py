@@ -47,6 +47,10 @@ LEDGER_EVENT_TYPES = (
     "expiration",
 )
 
+# Idempotency-key namespaces: what a client sends can never equal a key the system derives
+# for its own effects (worker.ledger.keys).
+KEY_SCOPES = ("client", "system")
+
 _ALPHABET = string.ascii_letters + string.digits
 
 
@@ -173,7 +177,11 @@ class LedgerEntry(Base):
             "event_type IN (" + ", ".join(f"'{t}'" for t in LEDGER_EVENT_TYPES) + ")",
             name="event_type_valid",
         ),
-        UniqueConstraint("customer_id", "idempotency_key"),
+        CheckConstraint(
+            "key_scope IN (" + ", ".join(f"'{s}'" for s in KEY_SCOPES) + ")",
+            name="key_scope_valid",
+        ),
+        UniqueConstraint("customer_id", "key_scope", "idempotency_key"),
         ForeignKeyConstraint(
             ["customer_id", "currency"],
             ["wallets.customer_id", "wallets.currency"],
@@ -198,6 +206,9 @@ class LedgerEntry(Base):
     reason: Mapped[str | None] = mapped_column(Text)
     reference_object_id: Mapped[str | None] = mapped_column(String(255))
     idempotency_key: Mapped[str | None] = mapped_column(String(255))
+    # Whose key it is: "client" (sent through the API or CLI) or "system" (derived by the
+    # system from a payment, refund, usage batch, ...). Unique per customer and scope.
+    key_scope: Mapped[str] = mapped_column(String(6), default="client", server_default="client")
     # sha256 of the parameters that created the entry: a retry must match it.
     fingerprint: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
@@ -277,7 +288,11 @@ class WalletCharge(Base):
 
     __tablename__ = "wallet_charges"
     __table_args__ = (
-        UniqueConstraint("customer_id", "idempotency_key"),
+        UniqueConstraint("customer_id", "key_scope", "idempotency_key"),
+        CheckConstraint(
+            "key_scope IN (" + ", ".join(f"'{s}'" for s in KEY_SCOPES) + ")",
+            name="key_scope_valid",
+        ),
         CheckConstraint("applied_amount >= 0", name="applied_non_negative"),
         CheckConstraint("reversed_amount >= 0", name="reversed_non_negative"),
         CheckConstraint("reversed_amount <= applied_amount", name="reversed_le_applied"),
@@ -289,6 +304,8 @@ class WalletCharge(Base):
     currency: Mapped[str] = mapped_column(String(3))
     order_id: Mapped[str] = mapped_column(String(255))
     idempotency_key: Mapped[str] = mapped_column(String(255))
+    # "client" for a key the caller sent, "system" for the default ``charge:{order_id}``.
+    key_scope: Mapped[str] = mapped_column(String(6), default="client", server_default="client")
     requested_amount: Mapped[int] = mapped_column(BigInteger)
     applied_amount: Mapped[int] = mapped_column(BigInteger)
     reversed_amount: Mapped[int] = mapped_column(BigInteger, default=0)

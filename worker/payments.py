@@ -134,7 +134,7 @@ def credit_topup(
             is_credit=True,
             event_type="payment",
             reason=f"{provider} payment {payment_id}",
-            idempotency_key=f"payment:{payment_id}",
+            idempotency_key=ledger.system_key("payment", payment_id),
             reference_object_id=payment_id,
             # The inbox runs every handler in its own savepoint already: a concurrent post of
             # the same key rolls that back and the event is retried, then finds the key used.
@@ -241,15 +241,19 @@ def reverse_topup(
     debited, entry_id, balance_after = 0, None, 0
     if share > 0:
         assert topup.customer_id is not None and topup.currency is not None
-        posted = ledger.debit_up_to(
+        # The refund already happened at the provider: take what the wallet holds and record
+        # the rest as the merchant's shortfall.
+        posted = ledger.post_entry(
             session,
             customer_id=topup.customer_id,
             currency=topup.currency,
             amount=share,
+            is_credit=False,
             event_type="payment_reversal",
             reason=f"{provider} refund {refund_id} of payment {payment_id}",
-            idempotency_key=f"refund:{refund_id}",
+            idempotency_key=ledger.system_key("refund", refund_id),
             reference_object_id=refund_id,
+            on_short=ledger.OnShort.TAKE,
         )
         if posted is not None:
             debited, entry_id = posted.entry.amount, posted.entry.id

@@ -273,7 +273,7 @@ def bill_batch(session: Session, limit: int = BATCH_SIZE) -> BatchResult:
     wallets = ledger.lock_wallets(session, keys)
     now = utcnow()
     accrued: dict[tuple[str, str], tuple[int, int]] = {}
-    debits: list[ledger.BulkDebit] = []
+    legs: list[ledger.Leg] = []
     for key in keys:
         rows = groups[key]
         customer_id, currency = key
@@ -282,21 +282,31 @@ def bill_batch(session: Session, limit: int = BATCH_SIZE) -> BatchResult:
         accrued[key] = (whole, remainder)
         if whole:
             names = sorted({r.event_name for r in rows})
-            debits.append(
-                ledger.BulkDebit(
+            legs.append(
+                ledger.Leg(
                     customer_id=customer_id,
                     currency=currency,
                     amount=whole,
+                    is_credit=False,
+                    event_type="usage",
                     reason=f"usage: {len(rows)} event(s) ({', '.join(names)})"[:1000],
                     # Derived from the batch's events, not from the delivery: the first seq of a
                     # wallet's events belongs to exactly one batch, so applying the same events
                     # twice would collide here even if the status check were bypassed.
-                    idempotency_key=f"usage:{rows[0].seq}-{rows[-1].seq}:{currency}",
+                    key=ledger.system_key("usage", f"{rows[0].seq}-{rows[-1].seq}", currency),
+                    # The usage already happened: take what the wallet holds, owe the rest.
+                    on_short=ledger.OnShort.TAKE,
                 )
             )
-    # All wallets of the batch in a few statements (not one debit_up_to per wallet): same
-    # min(balance, amount) rule, one entry per wallet.
-    posted = ledger.debit_many_up_to(session, debits, event_type="usage", locked=wallets)
+    # All wallets of the batch in one posting (a few statements, not a few per wallet). A key
+    # already used answers its own wallet (those events were billed by that entry) and never
+    # stalls the others.
+    results = ledger.post(session, legs, duplicates="skip", locked=wallets)
+    posted = {
+        leg.wallet: result.entry
+        for leg, result in zip(legs, results, strict=True)
+        if result is not None
+    }
     # One array per column of the events' and wallets' updates (see _MARK_PG).
     seqs: list[int] = []
     statuses: list[str] = []
@@ -309,7 +319,7 @@ def bill_batch(session: Session, limit: int = BATCH_SIZE) -> BatchResult:
         whole, remainder = accrued[key]
         remainders.append(remainder)
         entry = posted.get(key)
-        entry_id = entry.entry_id if entry else None
+        entry_id = entry.id if entry else None
         applied = entry.amount if entry else 0
         if entry_id:
             result.entry_ids.append(entry_id)
@@ -504,15 +514,19 @@ def _settle_wallet(session: Session, customer_id: str, currency: str) -> Settled
     owed = sum(r.unbilled_amount for r in rows)
     if not rows or wallet.balance == 0 or owed == 0:
         return Settled(customer_id, currency, 0, 0, owed, None)
-    posted = ledger.debit_up_to(
+    posted = ledger.post_entry(
         session,
         customer_id=customer_id,
         currency=currency,
         amount=owed,
+        is_credit=False,
+        on_short=ledger.OnShort.TAKE,
         event_type="usage",
         reason=f"usage settlement: {len(rows)} unbilled event(s) "
         f"({', '.join(sorted({r.event_name for r in rows}))})"[:1000],
-        idempotency_key=f"usage-settle:{rows[0].seq}:{rows[0].unbilled_amount}:{currency}",
+        idempotency_key=ledger.system_key(
+            "usage-settle", rows[0].seq, rows[0].unbilled_amount, currency
+        ),
     )
     paid = posted.entry.amount if posted else 0
     left = paid

@@ -1,0 +1,72 @@
+"""Checking every wallet against its ledger: sums, the before/after chain, no negatives."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import func, select, text
+from sqlalchemy.orm import Session
+
+from worker.models import LedgerEntry, Wallet
+
+
+@dataclass
+class VerifyReport:
+    wallets: int
+    entries: int
+    problems: list[str]
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+_DRIFT_SQL = text("""
+    SELECT w.customer_id, w.currency, w.balance, COALESCE(s.net, 0) AS net
+    FROM wallets w
+    LEFT JOIN (
+        SELECT customer_id, currency,
+               SUM(CASE WHEN is_credit THEN amount ELSE -amount END) AS net
+        FROM ledger_entries GROUP BY customer_id, currency
+    ) s ON s.customer_id = w.customer_id AND s.currency = w.currency
+    WHERE w.balance <> COALESCE(s.net, 0)
+    LIMIT :limit
+""")
+
+# Each entry must start where the previous one on the same wallet ended (the first from 0).
+_CHAIN_SQL = text("""
+    SELECT id, customer_id, currency, before_balance, previous FROM (
+        SELECT id, customer_id, currency, before_balance,
+               LAG(after_balance, 1, 0) OVER (
+                   PARTITION BY customer_id, currency ORDER BY seq
+               ) AS previous
+        FROM ledger_entries
+    ) chained
+    WHERE before_balance <> previous
+    LIMIT :limit
+""")
+
+
+def verify(session: Session, limit: int = 100) -> VerifyReport:
+    """Check every wallet against its ledger: sums, the before/after chain, no negatives."""
+    problems: list[str] = []
+    wallets = session.scalar(select(func.count()).select_from(Wallet)) or 0
+    entries = session.scalar(select(func.count()).select_from(LedgerEntry)) or 0
+    drift = session.execute(_DRIFT_SQL, {"limit": limit})
+    problems += [
+        f"wallet {r.customer_id}/{r.currency}: balance {r.balance} but ledger sums to {r.net}"
+        for r in drift
+    ]
+    broken = session.execute(_CHAIN_SQL, {"limit": limit})
+    problems += [
+        f"entry {r.id} ({r.customer_id}/{r.currency}): before_balance {r.before_balance} "
+        f"but the previous entry left {r.previous}"
+        for r in broken
+    ]
+    negative = session.execute(
+        select(Wallet.customer_id, Wallet.currency, Wallet.balance).where(Wallet.balance < 0)
+    )
+    problems += [
+        f"wallet {r.customer_id}/{r.currency}: negative balance {r.balance}" for r in negative
+    ]
+    return VerifyReport(wallets=wallets, entries=entries, problems=problems)
