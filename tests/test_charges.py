@@ -421,9 +421,7 @@ operations = st.lists(
 @given(ops=operations, start=st.integers(0, 6000))
 def test_any_sequence_keeps_wallet_and_charges_consistent(tx, ops, start) -> None:
     with tx() as s:
-        customer, _ = ledger.create_customer(
-            s, email=f"p{new_id('x')}@example.com", name="P"
-        )
+        customer, _ = ledger.create_customer(s, email=f"p{new_id('x')}@example.com", name="P")
         cid = customer.customer_id
         if start:
             ledger.post_entry(s, customer_id=cid, currency="USD", amount=start, is_credit=True)
