@@ -11,9 +11,9 @@ from alembic.migration import MigrationContext
 from sqlalchemy import inspect
 
 from tests.support import create_pg_database, drop_pg_database
-from worker import migrate
 from worker.config import Settings
-from worker.db import get_engine
+from worker.infra import migrate
+from worker.infra.db import get_engine
 from worker.models import Base
 
 

@@ -20,9 +20,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, configure_mappers
 from sqlalchemy.orm.attributes import instance_state, set_committed_value
 
-from worker import commit_hooks, notify
+from worker import notify
 from worker.config import Settings
-from worker.db import autocommit_first, get_engine, settings_of
 from worker.errors import (
     CustomerNotFound,
     DuplicateEntry,
@@ -32,11 +31,13 @@ from worker.errors import (
     UnsupportedCurrency,
     ValidationFailed,
 )
-from worker.lowbalance import WalletState
-from worker.metrics import LEDGER_ENTRIES
+from worker.infra.db import autocommit_first, get_engine, settings_of
+from worker.infra.metrics import LEDGER_ENTRIES
+from worker.infra.sql import insert_ignore
 from worker.models import LEDGER_EVENT_TYPES, Customer, LedgerEntry, Wallet, new_id, utcnow
 from worker.money import MAX_AMOUNT, floor_cents, to_usd_cents
-from worker.sql import insert_ignore
+from worker.notify import commit_hooks
+from worker.notify.lowbalance import WalletState
 
 MAX_PAGE_SIZE = 100
 
