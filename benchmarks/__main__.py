@@ -145,9 +145,9 @@ def main(argv: list[str] | None = None) -> int:
             stack.callback(shutil.rmtree, workdir, True)
         url, dsn = _scratch_database(stack)
 
-        from worker import migrate
         from worker.config import Settings
-        from worker.db import dispose_engines
+        from worker.infra import migrate
+        from worker.infra.db import dispose_engines
 
         migrate.upgrade(Settings(database_url=url))
         dispose_engines()

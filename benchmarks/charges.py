@@ -42,7 +42,7 @@ _RAW_APPLY = [
 def _core_worker(database_url: str, customers: list[str], count: int, tag: str) -> int:
     from worker import charges
     from worker.config import Settings
-    from worker.db import transaction
+    from worker.infra.db import transaction
 
     settings = Settings(database_url=database_url)
     for i in range(count):
@@ -80,7 +80,7 @@ def _raw_worker(pg_dsn: str, customers: list[str], count: int, tag: str) -> int:
 def _setup(database_url: str, wallets: int, balance: int) -> list[str]:
     from worker import ledger
     from worker.config import Settings
-    from worker.db import transaction
+    from worker.infra.db import transaction
 
     settings = Settings(database_url=database_url)
     ids = []

@@ -16,7 +16,7 @@ from benchmarks.common import Context, Row
 from benchmarks.pgbench import FIRST_CUSTOMER, HOT_CUSTOMER, LAST_CUSTOMER
 from worker import ledger
 from worker.config import Settings
-from worker.db import get_engine, transaction
+from worker.infra.db import get_engine, transaction
 
 SECTION = "http"
 CLIENTS = 8

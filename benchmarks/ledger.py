@@ -70,7 +70,7 @@ def _post_raw_psycopg(settings: Any, rng: random.Random) -> int:
 
 def _post_transaction(settings: Any, kind: str, rng: random.Random) -> int:
     from worker import ledger
-    from worker.db import transaction
+    from worker.infra.db import transaction
 
     if kind == "psycopg":
         return _post_raw_psycopg(settings, rng)
@@ -266,7 +266,7 @@ def _verify(ctx: Context) -> Row:
     """The benchmark's own writes must leave the ledger exactly consistent."""
     from worker import ledger
     from worker.config import Settings
-    from worker.db import transaction
+    from worker.infra.db import transaction
 
     with transaction(Settings(database_url=ctx.database_url)) as session:
         report = ledger.verify(session)

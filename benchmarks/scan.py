@@ -18,9 +18,9 @@ import psycopg
 from sqlalchemy import text
 
 from benchmarks.common import Context, Row
-from worker import lowbalance
 from worker.config import Settings
-from worker.db import get_engine
+from worker.infra.db import get_engine
+from worker.notify import lowbalance
 
 THRESHOLD = 1000
 SECTION = "scan"

@@ -17,7 +17,7 @@ from benchmarks import usage as usage_bench
 from benchmarks.common import Context, Row
 from benchmarks.pgbench import FIRST_CUSTOMER, LAST_CUSTOMER
 from worker.config import Settings
-from worker.db import dispose_engines
+from worker.infra.db import dispose_engines
 
 LEDGER_RATE = 40  # req/s
 WEBHOOK_RATE = 40  # deliveries/s

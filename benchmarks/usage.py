@@ -23,7 +23,7 @@ from benchmarks.common import Context, Row
 from tests.support import wait_until
 from worker import ledger
 from worker.config import Settings
-from worker.db import dispose_engines, transaction
+from worker.infra.db import dispose_engines, transaction
 from worker.schemas import USAGE_SCALE
 
 BATCH = 500

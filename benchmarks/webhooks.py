@@ -27,7 +27,7 @@ from benchmarks.common import Context, Row
 from benchmarks.pgbench import run_script
 from tests.support import wait_until
 from worker.config import Settings
-from worker.db import get_engine, transaction
+from worker.infra.db import get_engine, transaction
 from worker.models import Base, InboxEvent, Wallet
 
 CONNECTIONS = 16  # K concurrent clients

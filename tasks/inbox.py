@@ -10,11 +10,10 @@ from celery import Task
 from celery.exceptions import MaxRetriesExceededError
 from sqlalchemy.exc import IntegrityError, OperationalError
 
-from tasks.coalesce import Coalescer
 from worker import inbox
-from worker.celery import app
 from worker.config import get_settings
-from worker.db import transaction
+from worker.infra.celery_app import app
+from worker.infra.db import transaction
 
 log = logging.getLogger(__name__)
 
@@ -109,26 +108,3 @@ def sweep_inbox() -> int:
     if ids:
         log.info("sweep-inbox re-enqueued %d pending event(s)", len(ids))
     return len(ids)
-
-
-def _send_process_pending() -> None:
-    try:
-        process_pending.apply_async(retry=False)
-    except Exception as exc:  # any broker failure; the rows are safe in the inbox
-        log.warning("could not enqueue inbox processing (the sweeper will): %s", exc)
-
-
-# The receiver's enqueue: one process_pending message per KICK_INTERVAL at most, however many
-# events were stored in it; sent from a background thread, after the events' commits.
-KICK_INTERVAL = 0.02
-_kicker = Coalescer(_send_process_pending, KICK_INTERVAL)
-
-
-def enqueue() -> None:
-    """Ask a worker to process the pending events, for the web process after its commit.
-
-    Never blocks, raises or retries: the message is sent by a background thread (see
-    ``Coalescer``), and with the broker down the events are already stored and the sweeper
-    sends them later, so the provider still gets its 2xx at once.
-    """
-    _kicker.kick()

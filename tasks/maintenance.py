@@ -1,3 +1,3 @@
 """Celery tasks (maintenance)."""
 
-from worker.celery import app  # noqa: F401
+from worker.infra.celery_app import app  # noqa: F401

@@ -7,15 +7,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from worker import lowbalance, notify
-from worker.celery import app
+from worker import jobs, notify
 from worker.config import get_settings
+from worker.infra.celery_app import app
 
 
 @app.task(name="tasks.notifications.scan_low_balances", acks_late=True)
 def scan_low_balances() -> dict[str, int]:
     """Beat's safety net: fix every wallet whose state disagrees with its balance."""
-    return lowbalance.scan(get_settings()).as_dict()
+    return jobs.scan_low_balances(get_settings())
 
 
 @app.task(name="tasks.notifications.deliver", acks_late=True)
@@ -28,4 +28,4 @@ def deliver(message_id: str) -> dict[str, Any]:
 @app.task(name="tasks.notifications.dispatch_due", acks_late=True)
 def dispatch_due() -> int:
     """Beat's outbox sweeper: retries that are due, and sends lost after commit."""
-    return notify.dispatch_due(get_settings())
+    return jobs.dispatch_notifications(get_settings())["attempted"]

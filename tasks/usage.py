@@ -7,10 +7,10 @@ import logging
 from celery import Task
 from sqlalchemy.exc import OperationalError
 
-from worker import usage
-from worker.celery import app
+from worker import jobs, usage
 from worker.config import get_settings
-from worker.db import transaction
+from worker.infra.celery_app import app
+from worker.infra.db import transaction
 
 log = logging.getLogger(__name__)
 
@@ -56,21 +56,7 @@ def sweep() -> int:
 @app.task(name="tasks.usage.settle", acks_late=True)
 def settle() -> int:
     """Beat: debit outstanding unbilled usage from wallets that have been topped up."""
-    with transaction(get_settings()) as session:
-        results = usage.settle(session)
-    paid = sum(r.debited for r in results)
+    paid = jobs.settle_usage(get_settings())["debited"]
     if paid:
         log.info("settled %d minor units of unbilled usage", paid)
     return paid
-
-
-def enqueue_billing() -> None:
-    """Ask a worker to bill pending events; a broker failure is logged, never raised.
-
-    Called after the ingest transaction committed: the events are durable either way, and
-    the beat ``sweep`` bills them if this message is lost.
-    """
-    try:
-        bill_pending.apply_async(retry=False)
-    except Exception as exc:  # the broker is down or unreachable; the sweeper covers it
-        log.warning("could not enqueue usage billing (the sweeper will bill): %s", exc)

@@ -11,9 +11,9 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from tests.support import create_pg_database, drop_pg_database
-from worker import migrate
 from worker.config import Settings
-from worker.db import dispose_engines, get_engine, transaction
+from worker.infra import migrate
+from worker.infra.db import dispose_engines, get_engine, transaction
 from worker.models import Base
 
 BACKENDS = ["sqlite", "postgresql"]

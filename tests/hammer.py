@@ -17,8 +17,8 @@ import time
 
 from worker import ledger
 from worker.config import Settings
-from worker.db import transaction
 from worker.errors import DuplicateEntry, InsufficientBalance
+from worker.infra.db import transaction
 
 
 def main(argv: list[str]) -> None:

@@ -11,9 +11,10 @@ from flask.testing import FlaskClient
 from sqlalchemy import event, update
 
 from webhooks import create_app
-from worker import apikeys, ledger
+from worker import ledger
+from worker.access import apikeys
 from worker.config import Settings
-from worker.db import autocommit_engine, get_engine
+from worker.infra.db import autocommit_engine, get_engine
 from worker.models import ApiKey, utcnow
 
 AUTH = {"Authorization": "Bearer test-key"}

@@ -1,5 +1,5 @@
 """The Redis broker: BROKER_VISIBILITY_TIMEOUT reaches the transport, and the transport
-survives a broker loss (worker.redis_transport)."""
+survives a broker loss (worker.infra.redis_transport)."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 from kombu import Connection, Queue
 
-from worker.celery import make_celery
 from worker.config import ConfigError, Settings
-from worker.redis_transport import TRANSPORT
+from worker.infra.celery_app import make_celery
+from worker.infra.redis_transport import TRANSPORT
 
 
 def test_visibility_timeout_reaches_the_redis_transport() -> None:
@@ -34,7 +34,7 @@ def test_visibility_timeout_must_be_a_positive_integer() -> None:
         Settings.from_env({"BROKER_VISIBILITY_TIMEOUT": "0"})
 
 
-# -- worker.redis_transport ------------------------------------------------------------------
+# -- worker.infra.redis_transport ------------------------------------------------------------------
 
 
 def _one_unacked_message(transport: str) -> tuple[Connection, Any, Queue]:

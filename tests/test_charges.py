@@ -9,7 +9,6 @@ from hypothesis import strategies as st
 from sqlalchemy import func, select
 
 from worker import charges, ledger
-from worker.db import transaction
 from worker.errors import (
     ChargeNotFound,
     CustomerNotFound,
@@ -21,6 +20,7 @@ from worker.errors import (
     UnsupportedCurrency,
     ValidationFailed,
 )
+from worker.infra.db import transaction
 from worker.models import LedgerEntry, WalletCharge, new_id
 
 

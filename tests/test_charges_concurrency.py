@@ -19,8 +19,8 @@ from tests.support import wait_until
 from tests.test_charges import assert_verified, charged, make_customer, usd
 from worker import charges
 from worker.charges import ChargeView
-from worker.db import get_engine, transaction
 from worker.errors import ReversalExceedsCharge
+from worker.infra.db import get_engine, transaction
 from worker.models import LedgerEntry
 
 THREADS = 8

@@ -11,9 +11,10 @@ import pytest
 from sqlalchemy import select
 
 from tests.support import ROOT, create_pg_database, drop_pg_database, gunicorn, process_env
-from worker import ledger, migrate
+from worker import ledger
 from worker.config import Settings
-from worker.db import dispose_engines, get_engine, transaction
+from worker.infra import migrate
+from worker.infra.db import dispose_engines, get_engine, transaction
 from worker.models import LedgerEntry
 
 MARKER = "<!-- test:checkout-snippet -->"

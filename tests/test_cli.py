@@ -19,7 +19,7 @@ from sqlalchemy import text
 from tests.support import ROOT, process_env
 from worker.cli import main
 from worker.config import Settings, get_settings
-from worker.db import get_engine
+from worker.infra.db import get_engine
 
 
 @dataclass

@@ -19,8 +19,8 @@ from sqlalchemy import func, select
 from tests.support import ROOT, process_env
 from worker import ledger
 from worker.config import Settings
-from worker.db import transaction
 from worker.errors import DuplicateEntry, IdempotencyKeyReused, InsufficientBalance
+from worker.infra.db import transaction
 from worker.models import LedgerEntry
 
 THREADS = 16

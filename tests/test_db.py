@@ -8,9 +8,9 @@ from sqlalchemy import text
 from sqlalchemy.exc import DataError, OperationalError
 
 from tests.support import PG_ADMIN_DSN
-from worker import db
 from worker.config import Settings
-from worker.db import get_engine, transaction
+from worker.infra import db
+from worker.infra.db import get_engine, transaction
 
 
 @pytest.fixture

@@ -10,9 +10,10 @@ import httpx
 import pytest
 
 from tests.support import create_pg_database, drop_pg_database, gunicorn, process_env
-from worker import ledger, migrate
+from worker import ledger
 from worker.config import Settings
-from worker.db import get_engine, transaction
+from worker.infra import migrate
+from worker.infra.db import get_engine, transaction
 
 pytestmark = pytest.mark.slow
 

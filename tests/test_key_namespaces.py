@@ -18,7 +18,7 @@ from tests.webhook_helpers import dodo_payment, dodo_refund
 from webhooks import create_app
 from worker import charges, inbox, ledger, usage
 from worker.config import Settings
-from worker.models import LedgerEntry
+from worker.models import LedgerEntry, UsageEvent
 
 AUTH = {"Authorization": "Bearer test-key"}
 ADA = "cus_8VbC6JDZzPEqfBPUdpj0K"
@@ -120,9 +120,7 @@ def test_settlement_is_not_blocked_by_a_client_key_of_its_shape(tx, client) -> N
         assert usage.bill_batch(s).unbilled == 3  # an empty wallet: all of it owed
     with tx() as s:  # the settlement's key names its oldest owing event and what it owes
         oldest = s.scalars(
-            select(usage.UsageEvent)
-            .where(usage.UsageEvent.status == "unbilled")
-            .order_by(usage.UsageEvent.seq)
+            select(UsageEvent).where(UsageEvent.status == "unbilled").order_by(UsageEvent.seq)
         ).first()
         key = f"usage-settle:{oldest.seq}:{oldest.unbilled_amount}:USD"
     attack(client, cid, key, amount=50)
@@ -195,12 +193,7 @@ def test_a_used_system_key_in_a_usage_batch_answers_its_wallet_and_bills_the_oth
             pricing=PRICING,
         )
         seqs = {
-            cid: [
-                r.seq
-                for r in s.scalars(
-                    select(usage.UsageEvent).where(usage.UsageEvent.customer_id == cid)
-                )
-            ]
+            cid: [r.seq for r in s.scalars(select(UsageEvent).where(UsageEvent.customer_id == cid))]
             for cid in (first, second)
         }
     key = ledger.system_key("usage", f"{min(seqs[first])}-{max(seqs[first])}", "USD")

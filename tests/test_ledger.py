@@ -8,9 +8,8 @@ import pytest
 from sqlalchemy import func, select, text
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
-from worker import commit_hooks, ledger
+from worker import ledger
 from worker.config import Settings
-from worker.db import get_engine, transaction
 from worker.errors import (
     CustomerNotFound,
     DuplicateEntry,
@@ -20,8 +19,10 @@ from worker.errors import (
     UnsupportedCurrency,
     ValidationFailed,
 )
+from worker.infra.db import get_engine, transaction
 from worker.models import LedgerEntry, Wallet
 from worker.money import MAX_AMOUNT
+from worker.notify import commit_hooks
 
 
 @pytest.fixture

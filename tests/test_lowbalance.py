@@ -7,10 +7,11 @@ import threading
 import pytest
 from sqlalchemy import event, select
 
-from worker import commit_hooks, ledger, lowbalance
+from worker import ledger
 from worker.config import Settings
-from worker.db import get_engine, transaction
+from worker.infra.db import get_engine, transaction
 from worker.models import OutboxMessage, Wallet
+from worker.notify import commit_hooks, lowbalance
 
 WEBHOOK = {
     "notify_webhook_url": "http://127.0.0.1:9/hook",

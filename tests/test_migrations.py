@@ -11,9 +11,9 @@ from alembic.migration import MigrationContext
 from sqlalchemy import inspect
 
 from tests.support import create_pg_database, drop_pg_database
-from worker import migrate
 from worker.config import Settings
-from worker.db import get_engine
+from worker.infra import migrate
+from worker.infra.db import get_engine
 from worker.models import Base
 
 
@@ -83,8 +83,8 @@ def test_key_scopes_classify_stored_keys_and_old_retries_still_match(
     from sqlalchemy import text
 
     from worker import ledger
-    from worker.db import transaction
     from worker.errors import DuplicateEntry
+    from worker.infra.db import transaction
 
     migrate.upgrade(empty_settings, "0006")
     params = {

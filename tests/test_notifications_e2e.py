@@ -29,9 +29,10 @@ from tests.support import (
     stop,
     wait_until,
 )
-from worker import ledger, migrate
+from worker import ledger
 from worker.config import Settings
-from worker.db import dispose_engines, transaction
+from worker.infra import migrate
+from worker.infra.db import dispose_engines, transaction
 from worker.models import DeliveryAttempt, OutboxMessage
 
 SCAN_SECONDS = 2  # beat's low-balance scan interval in this module's stack

@@ -46,7 +46,7 @@ def test_set_threshold_cli_overrides_and_clears(settings: Settings, monkeypatch)
     from worker import ledger
     from worker.cli import cli
     from worker.config import get_settings
-    from worker.db import transaction
+    from worker.infra.db import transaction
 
     with transaction(settings) as s:
         cid = ledger.create_customer(s, email="t@example.com", name="T")[0].customer_id

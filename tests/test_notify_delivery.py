@@ -14,10 +14,11 @@ from sqlalchemy import select
 
 from tests.receiver import Receiver, start_receiver
 from tests.support import free_port
-from worker import commit_hooks, ledger, lowbalance, notify
+from worker import ledger, notify
 from worker.config import Settings
-from worker.db import transaction
+from worker.infra.db import transaction
 from worker.models import OutboxMessage
+from worker.notify import commit_hooks, lowbalance
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 

@@ -91,7 +91,7 @@ def test_payment_matches_existing_customer_by_email(tx) -> None:
 
 
 def test_topup_products_credit_times_quantity(settings, tx) -> None:
-    from worker.db import transaction
+    from worker.infra.db import transaction
 
     configured = settings.with_overrides(topup_products="prod_credits_100=10000:USD")
     payload = dodo_payment(
@@ -425,7 +425,7 @@ def test_a_permanent_error_fails_its_event_and_the_batch_commits(tx) -> None:
 
 @pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
 def test_a_batch_skips_events_another_transaction_holds(settings, tx) -> None:
-    from worker.db import transaction
+    from worker.infra.db import transaction
 
     held = receive(tx, dodo_payment(payment_id="pay_held"), event_id="m_held")
     other = {"customer_id": "cus_other", "email": "other@example.com"}
@@ -452,7 +452,7 @@ def test_a_failing_event_after_good_ones_reruns_the_batch_without_doubling_them(
 
 
 def test_a_rolled_back_savepoint_forgets_what_it_posted(session) -> None:
-    from worker import commit_hooks
+    from worker.notify import commit_hooks
 
     customer, _ = ledger.create_customer(session, email="sp@example.com", name="Sp")
     with pytest.raises(RuntimeError), commit_hooks.savepoint(session):
@@ -481,7 +481,7 @@ def test_a_payment_written_by_another_transaction_after_the_prefetch_credits_onc
 ) -> None:
     """The batch's hint says the payment is new; a concurrent single-event task then applies
     another delivery of it. The batch must notice (unique constraint) and not credit twice."""
-    from worker.db import transaction
+    from worker.infra.db import transaction
 
     payload = dodo_payment(payment_id="pay_race")
     mine = receive(tx, payload, event_id="m_batch")
@@ -507,7 +507,7 @@ def test_a_payment_written_by_another_transaction_after_the_prefetch_credits_onc
 def test_a_batch_of_known_customers_reads_each_only_once(settings, tx) -> None:
     from sqlalchemy import event as sa_event
 
-    from worker.db import get_engine
+    from worker.infra.db import get_engine
 
     process(tx, receive(tx, dodo_payment(payment_id="pay_first"), event_id="m0"))
     for n in range(5):

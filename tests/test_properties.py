@@ -15,8 +15,8 @@ from sqlalchemy import case, func, select
 
 from worker import ledger
 from worker.config import Settings
-from worker.db import transaction
 from worker.errors import DuplicateEntry, IdempotencyKeyReused, InsufficientBalance
+from worker.infra.db import transaction
 from worker.models import LedgerEntry
 
 CURRENCIES = ("USD", "INR")

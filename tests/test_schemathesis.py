@@ -16,9 +16,10 @@ from schemathesis import GenerationMode, checks
 
 from tests.support import create_pg_database, drop_pg_database
 from webhooks import create_app
-from worker import ledger, migrate
+from worker import ledger
 from worker.config import Settings
-from worker.db import get_engine, transaction
+from worker.infra import migrate
+from worker.infra.db import get_engine, transaction
 
 pytestmark = pytest.mark.slow
 

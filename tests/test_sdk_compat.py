@@ -17,9 +17,9 @@ import pytest
 from dodopayments import DodoPayments
 
 from tests.support import create_pg_database, drop_pg_database, gunicorn, process_env
-from worker import migrate
 from worker.config import Settings
-from worker.db import get_engine
+from worker.infra import migrate
+from worker.infra.db import get_engine
 
 pytestmark = pytest.mark.slow
 

@@ -61,7 +61,7 @@ def bill_all(settings: Settings, batch_size: int = usage.BATCH_SIZE) -> int:
 
 
 def usage_tx(settings: Settings):
-    from worker.db import transaction
+    from worker.infra.db import transaction
 
     return transaction(settings)
 
@@ -378,7 +378,7 @@ def test_a_missing_pricing_file_stops_start_up(tmp_path):
 
 
 def test_the_example_pricing_file_loads():
-    from worker.pricing import load
+    from worker.usage.pricing import load
 
     prices = load(os.path.join(ROOT, "pricing.example.toml"), ("USD", "INR"))
     assert set(prices.prices) == {"api_call", "llm_tokens", "image_generation"}

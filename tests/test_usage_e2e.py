@@ -21,9 +21,10 @@ from tests.support import (
     wait_until,
 )
 from tests.usage_support import PRICING_TOML, accounting, assert_exact, new_customer
-from worker import migrate, usage
+from worker import usage
 from worker.config import Settings
-from worker.db import dispose_engines, transaction
+from worker.infra import migrate
+from worker.infra.db import dispose_engines, transaction
 
 pytestmark = pytest.mark.slow
 

@@ -25,7 +25,7 @@ from tests.webhook_helpers import (
 )
 from worker import ledger
 from worker.config import Settings
-from worker.db import transaction
+from worker.infra.db import transaction
 
 pytestmark = pytest.mark.slow
 

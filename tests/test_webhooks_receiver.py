@@ -18,7 +18,7 @@ from tests.webhook_helpers import (
     stripe_headers,
 )
 from webhooks import create_app
-from worker.celery import app as celery_app
+from worker.infra.celery_app import app as celery_app
 from worker.models import InboxEvent
 
 

@@ -9,8 +9,8 @@ from sqlalchemy.orm import Session
 
 from worker import ledger
 from worker.models import LedgerEntry, UsageEvent, Wallet
-from worker.pricing import Price, Pricing
 from worker.schemas import USAGE_SCALE
+from worker.usage.pricing import Price, Pricing
 
 PRICING_TOML = """
 [prices.api_call]

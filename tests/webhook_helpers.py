@@ -18,9 +18,9 @@ from sqlalchemy import func, select
 from standardwebhooks import Webhook
 
 from tests.support import create_pg_database, drop_pg_database, process_env, wait_until
-from worker import migrate
 from worker.config import Settings
-from worker.db import get_engine, transaction
+from worker.infra import migrate
+from worker.infra.db import get_engine, transaction
 from worker.models import InboxEvent
 
 # Copies of /work/shared/fixtures/dodo (Dodo-shaped payloads), so a fresh clone is complete.

@@ -11,13 +11,14 @@ from flask.json.provider import DefaultJSONProvider
 from flask_openapi3 import Info, OpenAPI
 from werkzeug.exceptions import BadRequest
 
+from tasks import publisher
 from webhooks import admin, api, charges, errors, health, metrics, providers, strict_json, usage
 from webhooks.auth import SECURITY_SCHEMES, require_api_key
 from webhooks.schemas import CURRENCY_PATTERN
-from worker import commit_hooks
 from worker.config import Settings, get_settings
-from worker.logconfig import configure_logging
-from worker.pricing import get_pricing
+from worker.infra.logs import configure_logging
+from worker.notify import commit_hooks
+from worker.usage.pricing import get_pricing
 
 MAX_BODY_BYTES = 1024 * 1024
 
@@ -56,8 +57,10 @@ def create_app(settings: Settings | None = None) -> OpenAPI:
     app.register_api(providers.bp)
     app.register_api(metrics.bp)
     metrics.instrument(app)
-    # Balance changes committed by requests get their low-balance check after commit.
+    # Balance changes committed by requests get their low-balance check before commit, and
+    # their notifications published after it (the Celery app is built on the first send).
     commit_hooks.install()
+    publisher.install()
     if not logging.getLogger().handlers:  # gunicorn, flask run; a test runner keeps its own
         configure_logging()
 

@@ -6,9 +6,9 @@ from flask import Response, g, jsonify
 from flask_openapi3 import APIBlueprint, Tag
 from pydantic import BaseModel, Field
 
+from tasks import beat as schedule
 from webhooks.auth import BEARER_SECURITY
 from webhooks.errors import COMMON_RESPONSES, ErrorOut, error_response
-from worker import schedule
 
 bp = APIBlueprint(
     "admin",
@@ -44,7 +44,7 @@ def run_task(path: TaskPath) -> Response:
             field="name",
             known=list(schedule.REGISTRY),
         )
-    from worker.celery import app
+    from worker.infra.celery_app import app
 
     try:
         result = app.send_task(task.task, retry=False, timeout=2.0)

@@ -19,8 +19,8 @@ from webhooks.schemas import (
     LedgerEntryListQuery,
 )
 from worker import ledger
-from worker.db import transaction
 from worker.errors import DuplicateEntry
+from worker.infra.db import transaction
 from worker.models import Wallet
 from worker.schemas import (
     CustomerListOut,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from flask import Response, current_app, g, request
 
 from webhooks.errors import error_response
-from worker.apikeys import authenticate
+from worker.access.apikeys import authenticate
 
 BEARER_SECURITY = [{"bearerAuth": []}]
 SECURITY_SCHEMES = {"bearerAuth": {"type": "http", "scheme": "bearer"}}

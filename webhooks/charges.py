@@ -15,9 +15,9 @@ from webhooks.auth import BEARER_SECURITY
 from webhooks.errors import BODY_RESPONSES, COMMON_RESPONSES, ErrorOut
 from webhooks.schemas import Amount, Currency, CustomerPath, _Body
 from worker import charges
-from worker.charge_schemas import ChargeOut, RefundOut, ReversalOut
 from worker.charges import MAX_ID_LENGTH, MAX_REASON_LENGTH
-from worker.db import transaction
+from worker.charges.schemas import ChargeOut, RefundOut, ReversalOut
+from worker.infra.db import transaction
 from worker.schemas import dump
 
 ERRORS = {**COMMON_RESPONSES, **BODY_RESPONSES}

@@ -7,8 +7,8 @@ from flask_openapi3 import APIBlueprint, Tag
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import text
 
-from worker.celery import DEFAULT_BROKER_URL
-from worker.db import get_engine
+from worker.infra.celery_app import DEFAULT_BROKER_URL
+from worker.infra.db import get_engine
 
 BROKER_TIMEOUT = 2.0
 

@@ -25,8 +25,8 @@ from prometheus_client.registry import Collector
 from sqlalchemy import func, select
 
 from worker.config import Settings
-from worker.db import transaction
-from worker.metrics import HTTP_LATENCY, HTTP_REQUESTS
+from worker.infra.db import transaction
+from worker.infra.metrics import HTTP_LATENCY, HTTP_REQUESTS
 from worker.models import InboxEvent, OutboxMessage, utcnow
 
 log = logging.getLogger(__name__)

@@ -21,7 +21,7 @@ from flask_openapi3 import APIBlueprint, Tag
 from pydantic import BaseModel
 from sqlalchemy.exc import DataError
 
-from tasks.inbox import enqueue
+from tasks.enqueue import enqueue_inbox as enqueue
 from webhooks import strict_json
 from webhooks.errors import ErrorOut, error_response
 from worker import inbox

@@ -25,9 +25,9 @@ from webhooks.auth import BEARER_SECURITY
 from webhooks.errors import BODY_RESPONSES, COMMON_RESPONSES
 from webhooks.schemas import PageQuery
 from worker import usage
-from worker.db import transaction
-from worker.pricing import get_pricing
-from worker.usage_schemas import IngestOut, UsageEventListOut, UsageEventOut
+from worker.infra.db import transaction
+from worker.usage.pricing import get_pricing
+from worker.usage.schemas import IngestOut, UsageEventListOut, UsageEventOut
 
 bp = APIBlueprint(
     "usage",
@@ -110,7 +110,7 @@ def ingest(body: IngestBody) -> Response:
     with transaction(settings) as session:
         count = usage.ingest(session, events, pricing=get_pricing(settings))
     if count and current_app.config.get("USAGE_ENQUEUE", True):
-        from tasks.usage import enqueue_billing
+        from tasks.enqueue import enqueue_billing
 
         enqueue_billing()
     return jsonify({"ingested_count": count})

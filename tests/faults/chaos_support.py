@@ -17,7 +17,7 @@ from sqlalchemy import create_engine, text
 from tests.faults.stack import API_KEY, Stack
 from tests.usage_support import accounting, assert_exact, new_customer
 from tests.webhook_helpers import dodo_headers, dodo_payment, dumps
-from worker.db import transaction
+from worker.infra.db import transaction
 
 # Every payment credits this much; every usage event is an ``api_call`` at 0.3 cents, so a
 # wallet's debits are floor(0.3 x events) and its remainder the rest, exactly.

@@ -31,8 +31,8 @@ from tests.support import (
 )
 from tests.usage_support import PRICING_TOML
 from tests.webhook_helpers import DODO_SECRET
-from worker import migrate
 from worker.config import Settings
+from worker.infra import migrate
 
 API_KEY = "fault-key"
 
@@ -81,7 +81,7 @@ class Stack:
                     os.killpg(proc.pid, signal.SIGTERM)
         for proc in procs:
             stop(proc, timeout=5)
-        from worker.db import dispose_engines
+        from worker.infra.db import dispose_engines
 
         dispose_engines()
         if self.pg is not None:
@@ -254,7 +254,7 @@ class Stack:
 
     def bank_invariant(self) -> list[str]:
         """Per currency: Σ balances == Σ credits - Σ debits; no negative balance; a clean chain."""
-        from worker.db import transaction
+        from worker.infra.db import transaction
         from worker.ledger import verify
 
         settings = Settings(database_url=self.database_url)

@@ -32,7 +32,7 @@ from tests.faults.chaos_support import (
 from tests.faults.stack import Stack
 from tests.support import wait_until
 from tests.webhook_helpers import dodo_headers, dumps
-from worker.celery import make_celery
+from worker.infra.celery_app import make_celery
 
 pytestmark = pytest.mark.slow
 

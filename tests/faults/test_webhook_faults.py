@@ -31,9 +31,9 @@ from tests.webhook_helpers import (
     wait_processed,
 )
 from worker import inbox, ledger
-from worker.celery import make_celery
 from worker.config import Settings
-from worker.db import transaction
+from worker.infra.celery_app import make_celery
+from worker.infra.db import transaction
 from worker.models import LedgerEntry, Wallet
 
 pytestmark = pytest.mark.slow

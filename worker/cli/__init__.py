@@ -18,9 +18,11 @@ from worker.errors import BillingError
 @click.group()
 def cli() -> None:
     """Operate a billing-worker: wallets, ledger, webhooks inbox, usage, notifications."""
-    from worker import commit_hooks
+    from tasks import publisher
+    from worker.notify import commit_hooks
 
     commit_hooks.install()  # balance changes made here get their checks and notifications
+    publisher.install()
 
 
 for command in (

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from worker import apikeys as core
+from worker.access import apikeys as core
 from worker.cli.common import emit, json_option, session
 from worker.schemas import iso
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import click
 
 from worker import charges
-from worker.charge_schemas import ChargeOut, RefundOut, ReversalOut
+from worker.charges.schemas import ChargeOut, RefundOut, ReversalOut
 from worker.cli.common import AMOUNT_COMMAND, emit, json_option, parse_amount, session
 
 

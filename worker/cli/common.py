@@ -12,8 +12,8 @@ import click
 from pydantic import BaseModel
 from sqlalchemy.orm import Session
 
-from worker.db import transaction
 from worker.errors import InvalidAmount
+from worker.infra.db import transaction
 
 json_option = click.option(
     "--json", "as_json", is_flag=True, help="Print the JSON object the HTTP API returns."

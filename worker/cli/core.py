@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import click
 
-from worker import ledger, migrate
+from worker import ledger
 from worker.cli.common import AMOUNT_COMMAND, emit, json_option, parse_amount, session
+from worker.infra import migrate
 from worker.schemas import (
     CustomerOut,
     LedgerEntryListOut,

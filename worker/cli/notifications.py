@@ -6,7 +6,8 @@ import json
 
 import click
 
-from worker import ledger, notify, schedule
+from tasks import beat as schedule
+from worker import ledger, notify
 from worker.cli.common import emit, json_option, session
 from worker.cli.core import customers
 from worker.config import get_settings
@@ -187,7 +188,7 @@ def tasks_run(name: str, sync: bool) -> None:
     if sync:
         click.echo(json.dumps(task.run_sync(get_settings())))
         return
-    from worker.celery import app
+    from worker.infra.celery_app import app
 
     result = app.send_task(task.task, retry=False)
     click.echo(f"enqueued {task.task} id={result.id}")

@@ -14,7 +14,7 @@ import time
 
 import click
 
-from worker import migrate
+from worker.infra import migrate
 
 
 @click.command()

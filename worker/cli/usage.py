@@ -6,8 +6,8 @@ import click
 
 from worker import usage
 from worker.cli.common import emit, json_option, session
-from worker.db import settings_of
-from worker.usage_schemas import UsageEventListOut, UsageEventOut
+from worker.infra.db import settings_of
+from worker.usage.schemas import UsageEventListOut, UsageEventOut
 
 
 @click.group("usage")

@@ -15,16 +15,16 @@ from sqlalchemy.exc import IntegrityError
 
 from worker import notify
 from worker.config import Settings
-from worker.db import autocommit_first, get_engine, transaction
 from worker.errors import DuplicateEntry
+from worker.infra.db import autocommit_first, get_engine, transaction
+from worker.infra.metrics import LEDGER_ENTRIES
 from worker.ledger import pg
 from worker.ledger.legs import Leg, OnShort, Posted, prepare
 from worker.ledger.objects import snapshot, transient
 from worker.ledger.posting import post, statement_result, statement_values
 from worker.ledger.wallets import get_wallet, wallet_columns
-from worker.lowbalance import WalletState
-from worker.metrics import LEDGER_ENTRIES
 from worker.models import LedgerEntry, Wallet
+from worker.notify.lowbalance import WalletState
 
 
 def post_own(settings: Settings, leg: Leg) -> Posted:

@@ -10,11 +10,11 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from worker.db import settings_of
 from worker.errors import CustomerNotFound, ValidationFailed
+from worker.infra.db import settings_of
+from worker.infra.sql import insert_ignore
 from worker.ledger.validation import validate_page
 from worker.models import Customer, Wallet, new_id, utcnow
-from worker.sql import insert_ignore
 
 
 def create_customer(

@@ -19,8 +19,8 @@ from worker.config import Settings
 from worker.errors import ValidationFailed
 from worker.ledger.keys import IdempotencyKey, fingerprint, validate_key
 from worker.ledger.validation import currency_of, validate_amount, validate_event_type
-from worker.lowbalance import WalletState
 from worker.models import LedgerEntry, Wallet
+from worker.notify.lowbalance import WalletState
 
 
 class OnShort(StrEnum):

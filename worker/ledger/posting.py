@@ -25,18 +25,18 @@ from sqlalchemy import bindparam, insert, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from worker import commit_hooks
 from worker.config import Settings
-from worker.db import settings_of
 from worker.errors import DuplicateEntry, InsufficientBalance, InvalidAmount, ValidationFailed
+from worker.infra.db import settings_of
 from worker.ledger import pg
 from worker.ledger.keys import IdempotencyKey, client_key, refusal, used_keys
 from worker.ledger.legs import Leg, OnShort, Posted, Replayed, entry_row, prepare
 from worker.ledger.objects import committed, transient
 from worker.ledger.wallets import LockedWallet, lock_wallets, wallet_columns
-from worker.lowbalance import WalletState
 from worker.models import LedgerEntry, Wallet, new_id, utcnow
 from worker.money import MAX_AMOUNT
+from worker.notify import commit_hooks
+from worker.notify.lowbalance import WalletState
 
 Result = Posted | Replayed | None
 # A lost race for a key makes the transactional path judge the keys again; a race lost

@@ -7,8 +7,8 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from worker.config import Settings
-from worker.db import settings_of
 from worker.errors import InvalidAmount, UnsupportedCurrency, ValidationFailed
+from worker.infra.db import settings_of
 from worker.models import LEDGER_EVENT_TYPES
 from worker.money import MAX_AMOUNT
 

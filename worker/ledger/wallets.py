@@ -8,8 +8,8 @@ from typing import Any, NamedTuple
 from sqlalchemy import select, tuple_
 from sqlalchemy.orm import Session
 
-from worker.db import settings_of
 from worker.errors import CustomerNotFound
+from worker.infra.db import settings_of
 from worker.ledger.customers import ensure_wallets, get_customer
 from worker.ledger.validation import validate_currency
 from worker.models import Customer, Wallet

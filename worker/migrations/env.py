@@ -1,4 +1,4 @@
-"""Alembic environment: the URL comes from the caller (worker.migrate) or DATABASE_URL."""
+"""Alembic environment: the URL comes from the caller (worker.infra.migrate) or DATABASE_URL."""
 
 from alembic import context
 from sqlalchemy import create_engine

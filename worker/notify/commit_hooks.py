@@ -6,13 +6,14 @@ its state as the posting left it) in ``session.info``, and writes a
 ``wallet.ledger_entry.created`` outbox row if anyone subscribes. Listeners on every Session,
 installed by the Celery app, ``create_app`` and the CLI, then:
 
-- before the commit, reconcile each changed wallet's ``low_state`` (``worker.lowbalance``) —
+- before the commit, reconcile each changed wallet's ``low_state`` (``worker.notify.lowbalance``) —
   only the wallets whose state may disagree with their new balance, which the posting already
   told us, so the usual entry costs nothing more. Checking inside the transaction means a
   crossing and its ``wallet.balance_low`` message commit with the entry that caused it; no
   check can be lost between the commit and a worker;
-- after the commit, enqueue ``tasks.notifications.deliver`` by name for each outbox message
-  (the core never imports ``tasks``; nothing is enqueued for a transaction that rolled back).
+- after the commit, publish ``tasks.notifications.deliver`` by name for each outbox message
+  through the port in ``worker.notify.publish``, which ``tasks.publisher`` fills with Celery
+  (the core never imports Celery or ``tasks``; nothing is published for a rollback).
 
 Publishing is best effort: with the broker down a request still succeeds at once, and the
 outbox sweeper sends what was not enqueued.
@@ -24,24 +25,23 @@ import copy
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
 
 from sqlalchemy import event
 from sqlalchemy.orm import Session
 
-from worker import lowbalance, notify
 from worker.config import get_settings
-from worker.db import settings_of
-from worker.metrics import LEDGER_ENTRIES
+from worker.infra.db import settings_of
+from worker.infra.metrics import LEDGER_ENTRIES
 from worker.models import LedgerEntry
+from worker.notify import endpoints, lowbalance, outbox
+from worker.notify.publish import publish
 
 log = logging.getLogger(__name__)
 
 CHANGED_KEY = "bw_changed_wallets"  # {(customer_id, currency): WalletState | None}
 ENTRIES_KEY = "bw_entries_posted"  # [(direction, event_type)] for the metrics, after commit
 DELIVER_TASK = "tasks.notifications.deliver"
-PUBLISH_TIMEOUT = 2.0
-_KEYS = (CHANGED_KEY, ENTRIES_KEY, notify.SESSION_KEY)
+_KEYS = (CHANGED_KEY, ENTRIES_KEY, outbox.SESSION_KEY)
 
 _installed = False
 
@@ -58,10 +58,10 @@ def entry_posted(
     session.info.setdefault(ENTRIES_KEY, []).append(
         ("credit" if entry.is_credit else "debit", entry.event_type)
     )
-    if notify.is_subscribed(session, "wallet.ledger_entry.created"):
+    if endpoints.is_subscribed(session, "wallet.ledger_entry.created"):
         from worker.schemas import LedgerEntryOut, dump
 
-        notify.enqueue_event(
+        outbox.enqueue_event(
             session,
             "wallet.ledger_entry.created",
             {"payload_type": "LedgerEntry", **dump(LedgerEntryOut.of(entry))},
@@ -85,23 +85,6 @@ def savepoint(session: Session) -> Iterator[None]:
         raise
 
 
-def _publish(name: str, args: list[Any]) -> bool:
-    from worker.celery import app
-
-    try:
-        app.send_task(
-            name,
-            args=args,
-            retry=False,
-            # Bound the wait on a broker that accepts the connection but does not answer.
-            timeout=PUBLISH_TIMEOUT,
-        )
-    except Exception as exc:  # any broker failure: the sweeper and the scan are the safety net
-        log.warning("could not enqueue %s: %s", name, exc, extra={"task": name})
-        return False
-    return True
-
-
 def _before_commit(session: Session) -> None:
     if session.in_nested_transaction():
         return  # a savepoint being released; the check runs once, at the real commit
@@ -118,7 +101,7 @@ def _before_commit(session: Session) -> None:
 def _after_commit(session: Session) -> None:
     session.info.pop(CHANGED_KEY, None)
     posted = session.info.pop(ENTRIES_KEY, None)
-    messages = session.info.pop(notify.SESSION_KEY, None)
+    messages = session.info.pop(outbox.SESSION_KEY, None)
     for direction, event_type in posted or ():
         LEDGER_ENTRIES.labels(direction=direction, event_type=event_type).inc()
     if not messages:
@@ -129,7 +112,7 @@ def _after_commit(session: Session) -> None:
     if session_settings is not None and session_settings != get_settings():
         return
     for message_id in messages:
-        _publish(DELIVER_TASK, [message_id])
+        publish(DELIVER_TASK, [message_id])
 
 
 def _after_rollback(session: Session) -> None:

@@ -6,7 +6,7 @@ from datetime import datetime
 
 from pydantic import Field
 
-from worker.charges import ChargeView, Refund, Reversal
+from worker.charges.views import ChargeView, Refund, Reversal
 from worker.schemas import LedgerEntryOut, WalletOut, _Out
 
 

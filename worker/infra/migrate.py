@@ -9,9 +9,9 @@ from alembic.config import Config
 from alembic.script import ScriptDirectory
 
 from worker.config import Settings, get_settings
-from worker.db import get_engine
+from worker.infra.db import get_engine
 
-MIGRATIONS = Path(__file__).parent / "migrations"
+MIGRATIONS = Path(__file__).parent.parent / "migrations"
 
 
 def alembic_config(settings: Settings | None = None) -> Config:

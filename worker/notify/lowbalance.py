@@ -24,11 +24,11 @@ from sqlalchemy import and_, exists, or_, select, update
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
-from worker import notify
 from worker.config import Settings
-from worker.db import get_engine, settings_of, transaction
-from worker.metrics import LOW_BALANCE_TRANSITIONS
+from worker.infra.db import get_engine, settings_of, transaction
+from worker.infra.metrics import LOW_BALANCE_TRANSITIONS
 from worker.models import Customer, LedgerEntry, Wallet
+from worker.notify import outbox
 
 log = logging.getLogger(__name__)
 
@@ -188,7 +188,7 @@ def _announce(
             "threshold": threshold,
             "ledger_entry_id": entry_id,
         }
-        ids = tuple(m.id for m in notify.enqueue_event(session, event, data))
+        ids = tuple(m.id for m in outbox.enqueue_event(session, event, data))
     LOW_BALANCE_TRANSITIONS.labels(kind=kind, source=source).inc()
     log.info(
         "low-balance %s",

@@ -26,7 +26,7 @@ from typing import Any
 from kombu.transport import redis
 
 # For Celery's ``broker_transport`` setting (a "module:Class" path).
-TRANSPORT = "worker.redis_transport:Transport"
+TRANSPORT = "worker.infra.redis_transport:Transport"
 
 
 class Channel(redis.Channel):

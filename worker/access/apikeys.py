@@ -12,8 +12,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from worker.config import Settings
-from worker.db import transaction
 from worker.errors import NotFound
+from worker.infra.db import transaction
 from worker.models import ApiKey, new_id, utcnow
 
 KEY_PREFIX = "bwk_"

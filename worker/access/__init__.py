@@ -1,0 +1,1 @@
+"""Access to the API: API keys, their scopes and authentication."""

@@ -1,0 +1,23 @@
+"""The inbox's dispatch table: (provider, event type) -> the function that applies it.
+
+An event type missing here is stored and marked ``ignored`` ("no handler"). Adding a provider
+event means adding its function in ``worker.payments.<provider>`` and one line here.
+"""
+
+from __future__ import annotations
+
+from worker.inbox.handling import Handler, Prefetcher
+from worker.payments import dodo, stripe
+
+HANDLERS: dict[tuple[str, str], Handler] = {
+    ("dodo", "payment.succeeded"): dodo.dodo_payment_succeeded,
+    ("dodo", "refund.succeeded"): dodo.dodo_refund_succeeded,
+    ("stripe", "payment_intent.succeeded"): stripe.stripe_payment_intent_succeeded,
+    ("stripe", "checkout.session.completed"): stripe.stripe_checkout_session_completed,
+    ("stripe", "charge.refunded"): stripe.stripe_charge_refunded,
+}
+
+# Batch preparation: one query for what a whole batch's handlers would each look up (which
+# customers exist, which payments are new). What they note is a hint for this transaction
+# only, never a substitute for a lock.
+PREFETCHERS: list[Prefetcher] = [dodo.prefetch]

@@ -1,0 +1,151 @@
+"""Dodo Payments events: `payment.succeeded` credits a top-up, `refund.succeeded` reverses it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from worker import ledger
+from worker.errors import ValidationFailed
+from worker.inbox.handling import Handled
+from worker.infra.db import settings_of
+from worker.models import Customer, InboxEvent, TopupPayment
+from worker.payments.payload import _currency, _minor_units, _obj, _str
+from worker.payments.topups import (
+    KNOWN_CUSTOMERS,
+    UNSEEN_PAYMENTS,
+    _refund_status,
+    credit_topup,
+    ignore_payment,
+    reverse_topup,
+)
+
+
+def prefetch(session: Session, events: list[InboxEvent]) -> None:
+    """Two queries for a batch of Dodo payments instead of two per payment: which of their
+    customers exist, and which payments are new. Malformed payloads are left to the handler."""
+    customers: set[str] = set()
+    payments: set[str] = set()
+    for event in events:
+        if (event.provider, event.event_type) != ("dodo", "payment.succeeded"):
+            continue
+        data = event.payload.get("data") if isinstance(event.payload, dict) else None
+        if not isinstance(data, dict):
+            continue
+        if isinstance(data.get("payment_id"), str):
+            payments.add(data["payment_id"])
+        customer = data.get("customer")
+        if isinstance(customer, dict) and isinstance(customer.get("customer_id"), str):
+            customers.add(customer["customer_id"])
+    if customers:
+        found = session.scalars(
+            select(Customer.customer_id).where(Customer.customer_id.in_(customers))
+        )
+        session.info.setdefault(KNOWN_CUSTOMERS, set()).update(found)
+    if payments:
+        seen = set(
+            session.scalars(
+                select(TopupPayment.payment_id).where(
+                    TopupPayment.provider == "dodo", TopupPayment.payment_id.in_(payments)
+                )
+            )
+        )
+        session.info[UNSEEN_PAYMENTS] = {("dodo", p) for p in payments - seen}
+
+
+def dodo_payment_succeeded(session: Session, payload: dict[str, Any]) -> Handled:
+    data = _obj(payload.get("data"), "data")
+    payment_id = _str(data, "payment_id", "data.payment_id")
+    payment_currency = _currency(data.get("currency"), "data.currency")
+    payment_amount = _minor_units(data.get("total_amount", 0), "data.total_amount", allow_zero=True)
+    credit = _dodo_credit(session, data, payment_currency)
+    if credit is None:
+        return ignore_payment(
+            session,
+            provider="dodo",
+            payment_id=payment_id,
+            payment_amount=payment_amount,
+            payment_currency=payment_currency,
+            reason="not a wallet top-up (no TOPUP_PRODUCTS product, no metadata.wallet_credit)",
+        )
+    amount, currency = credit
+    customer_id = _dodo_customer(session, _obj(data.get("customer"), "data.customer"))
+    return credit_topup(
+        session,
+        provider="dodo",
+        payment_id=payment_id,
+        customer_id=customer_id,
+        amount=amount,
+        currency=currency,
+        payment_amount=payment_amount,
+        payment_currency=payment_currency,
+    )
+
+
+def _dodo_credit(
+    session: Session, data: dict[str, Any], payment_currency: str
+) -> tuple[int, str] | None:
+    """(amount, currency) to credit: configured top-up products first, else metadata."""
+    products = settings_of(session).topup_map
+    cart = data.get("product_cart") or []
+    if not isinstance(cart, list):
+        raise ValidationFailed("data.product_cart", "expected a list")
+    total, currencies = 0, set()
+    for index, item in enumerate(cart):
+        item = _obj(item, f"data.product_cart[{index}]")
+        spec = products.get(item.get("product_id"))  # type: ignore[arg-type]
+        if spec is None:
+            continue
+        quantity = _minor_units(item.get("quantity", 1), f"data.product_cart[{index}].quantity")
+        total += spec[0] * quantity
+        currencies.add(spec[1])
+    if len(currencies) > 1:
+        raise ValidationFailed("data.product_cart", "top-up products in several currencies")
+    if total:
+        return total, currencies.pop()
+    metadata = data.get("metadata") or {}
+    if not isinstance(metadata, dict) or metadata.get("wallet_credit") in (None, ""):
+        return None
+    amount = _minor_units(metadata["wallet_credit"], "data.metadata.wallet_credit")
+    currency = metadata.get("wallet_currency") or payment_currency
+    return amount, _currency(currency, "data.metadata.wallet_currency")
+
+
+def _dodo_customer(session: Session, customer: dict[str, Any]) -> str:
+    """Our customer for Dodo's: by customer_id, else by email, else created with Dodo's id."""
+    customer_id = customer.get("customer_id")
+    if customer_id in session.info.get(KNOWN_CUSTOMERS, ()):
+        return customer_id  # customers are never deleted: seen once in this transaction is enough
+    if isinstance(customer_id, str) and customer_id:
+        known = select(Customer.customer_id).where(Customer.customer_id == customer_id)
+        if session.scalar(known) is not None:  # no object to load: only whether it exists
+            return customer_id
+    email = _str(customer, "email", "data.customer.email")
+    existing = ledger.find_customer_by_email(session, email)
+    if existing is not None:
+        return existing.customer_id
+    name = customer.get("name") if isinstance(customer.get("name"), str) else None
+    created, _ = ledger.create_customer(
+        session,
+        email=email,
+        name=name or email,
+        phone_number=customer.get("phone_number") or None,
+        customer_id=customer_id if isinstance(customer_id, str) and customer_id else None,
+    )
+    return created.customer_id
+
+
+def dodo_refund_succeeded(session: Session, payload: dict[str, Any]) -> Handled:
+    data = _obj(payload.get("data"), "data")
+    return _refund_status(
+        reverse_topup(
+            session,
+            provider="dodo",
+            payment_id=_str(data, "payment_id", "data.payment_id"),
+            refund_id=_str(data, "refund_id", "data.refund_id"),
+            refund_amount=_minor_units(data.get("amount"), "data.amount"),
+            refund_currency=_currency(data.get("currency"), "data.currency"),
+        )
+    )

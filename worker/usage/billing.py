@@ -1,0 +1,258 @@
+"""Usage billing: batched, exactly-once debits with exact accrual.
+
+Accrual rule, per wallet: ``pending_usage_scaled + sum(cost_scaled)`` of a batch is split into
+whole minor units (debited as ONE ``usage`` ledger entry) and a remainder below one minor unit
+(kept in ``pending_usage_scaled``). Nothing is rounded, so for any set of events and any
+batching: debited + unbilled + remainder == the exact sum of their costs.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import bindparam, select, text, tuple_, update
+from sqlalchemy.orm import Session
+
+from worker import ledger, notify
+from worker.models import UsageEvent, Wallet, utcnow
+from worker.schemas import USAGE_SCALE
+
+# Events one billing transaction takes. Larger batches mean fewer ledger entries (one per
+# wallet per batch) and fewer commits; the transaction stays well under a second.
+BATCH_SIZE = 5000
+
+
+@dataclass
+class BatchResult:
+    events: int = 0
+    wallets: int = 0
+    debited: int = 0  # whole minor units debited by this batch
+    unbilled: int = 0  # whole minor units the wallets could not pay
+    entry_ids: list[str] = field(default_factory=list)
+
+
+def bill_batch(session: Session, limit: int = BATCH_SIZE) -> BatchResult:
+    """Bill up to ``limit`` pending events, oldest first, in the caller's transaction.
+
+    The events are locked with ``FOR UPDATE SKIP LOCKED`` (PostgreSQL), so concurrent
+    workers take disjoint batches and a redelivered task finds its events already processed.
+    The events' status, the ledger entries and the wallets' remainders commit together, so a
+    batch applies entirely or not at all. Never commits.
+    """
+    pending = session.execute(
+        select(
+            UsageEvent.seq,
+            UsageEvent.customer_id,
+            UsageEvent.currency,
+            UsageEvent.cost_scaled,
+            UsageEvent.event_name,
+        )
+        .where(UsageEvent.status == "pending")
+        .order_by(UsageEvent.seq)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    ).all()
+    result = BatchResult(events=len(pending))
+    if not pending:
+        return result
+    groups: dict[tuple[str, str], list[Any]] = defaultdict(list)
+    for row in pending:
+        groups[(row.customer_id, row.currency)].append(row)
+    keys = sorted(groups)
+    wallets = ledger.lock_wallets(session, keys)
+    now = utcnow()
+    accrued: dict[tuple[str, str], tuple[int, int]] = {}
+    legs: list[ledger.Leg] = []
+    for key in keys:
+        rows = groups[key]
+        customer_id, currency = key
+        total = wallets[key].pending_usage_scaled + sum(r.cost_scaled for r in rows)
+        whole, remainder = divmod(total, USAGE_SCALE)
+        accrued[key] = (whole, remainder)
+        if whole:
+            names = sorted({r.event_name for r in rows})
+            legs.append(
+                ledger.Leg(
+                    customer_id=customer_id,
+                    currency=currency,
+                    amount=whole,
+                    is_credit=False,
+                    event_type="usage",
+                    reason=f"usage: {len(rows)} event(s) ({', '.join(names)})"[:1000],
+                    # Derived from the batch's events, not from the delivery: the first seq of a
+                    # wallet's events belongs to exactly one batch, so applying the same events
+                    # twice would collide here even if the status check were bypassed.
+                    key=ledger.system_key("usage", f"{rows[0].seq}-{rows[-1].seq}", currency),
+                    # The usage already happened: take what the wallet holds, owe the rest.
+                    on_short=ledger.OnShort.TAKE,
+                )
+            )
+    # All wallets of the batch in one posting (a few statements, not a few per wallet). A key
+    # already used answers its own wallet (those events were billed by that entry) and never
+    # stalls the others.
+    results = ledger.post(session, legs, duplicates="skip", locked=wallets)
+    posted = {
+        leg.wallet: result.entry
+        for leg, result in zip(legs, results, strict=True)
+        if result is not None
+    }
+    # One array per column of the events' and wallets' updates (see _MARK_PG).
+    seqs: list[int] = []
+    statuses: list[str] = []
+    unbilled: list[int] = []
+    event_entries: list[str | None] = []
+    remainders: list[int] = []
+    for key in keys:
+        rows = groups[key]
+        customer_id, currency = key
+        whole, remainder = accrued[key]
+        remainders.append(remainder)
+        entry = posted.get(key)
+        entry_id = entry.id if entry else None
+        applied = entry.amount if entry else 0
+        if entry_id:
+            result.entry_ids.append(entry_id)
+        shortfall = whole - applied
+        result.debited += applied
+        result.unbilled += shortfall
+        seqs.extend(r.seq for r in rows)
+        event_entries.extend([entry_id] * len(rows))
+        if not shortfall:
+            statuses.extend(["processed"] * len(rows))
+            unbilled.extend([0] * len(rows))
+            continue
+        # Usage already happened: it is recorded as owed, and the merchant is told.
+        notify.enqueue_event(
+            session,
+            "usage.unbilled",
+            {
+                "customer_id": customer_id,
+                "currency": currency,
+                "balance": entry.after_balance if entry else 0,
+                "unbilled_amount": shortfall,
+                "event_count": len(rows),
+                "ledger_entry_id": entry_id,
+            },
+        )
+        owed = _allocate_shortfall(rows, shortfall)
+        for row in rows:
+            statuses.append("unbilled" if owed.get(row.seq) else "processed")
+            unbilled.append(owed.get(row.seq, 0))
+    # The wallets are locked (above), so writing the computed remainder cannot lose a
+    # concurrent accrual: any other batch touching these wallets waits for our commit.
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(
+            _MARK_PG,
+            {
+                "now": now,
+                "customers": [k[0] for k in keys],
+                "currencies": [k[1] for k in keys],
+                "remainders": remainders,
+                "seqs": seqs,
+                "statuses": statuses,
+                "unbilled": unbilled,
+                "entries": event_entries,
+            },
+        )
+    else:
+        wallets_t = Wallet.__table__
+        session.execute(
+            update(wallets_t)
+            .where(
+                wallets_t.c.customer_id == bindparam("b_customer"),
+                wallets_t.c.currency == bindparam("b_currency"),
+            )
+            .values(pending_usage_scaled=bindparam("b_remainder")),
+            [
+                {"b_customer": k[0], "b_currency": k[1], "b_remainder": r}
+                for k, r in zip(keys, remainders, strict=True)
+            ],
+        )
+        table = UsageEvent.__table__
+        session.execute(
+            update(table)
+            .where(table.c.seq == bindparam("b_seq"), table.c.status == "pending")
+            .values(
+                status=bindparam("b_status"),
+                unbilled_amount=bindparam("b_unbilled"),
+                ledger_entry_id=bindparam("b_entry"),
+                processed_at=now,
+            ),
+            [
+                {"b_seq": q, "b_status": st, "b_unbilled": u, "b_entry": e}
+                for q, st, u, e in zip(seqs, statuses, unbilled, event_entries, strict=True)
+            ],
+        )
+    result.wallets = len(groups)
+    return result
+
+
+# The wallets' remainders and the events' outcome in ONE statement (two data-modifying CTEs on
+# different tables), each table's rows as one array per column: one round trip for the batch.
+_MARK_PG = text("""
+    WITH r AS (
+        UPDATE wallets w SET pending_usage_scaled = v.remainder
+        FROM unnest(CAST(:customers AS text[]), CAST(:currencies AS text[]),
+                    CAST(:remainders AS bigint[])) AS v(customer_id, currency, remainder)
+        WHERE w.customer_id = v.customer_id AND w.currency = v.currency
+        RETURNING 1
+    )
+    UPDATE usage_events u
+    SET status = v.status, unbilled_amount = v.unbilled, ledger_entry_id = v.entry,
+        processed_at = :now
+    FROM unnest(CAST(:seqs AS bigint[]), CAST(:statuses AS text[]),
+                CAST(:unbilled AS bigint[]), CAST(:entries AS text[]))
+         AS v(seq, status, unbilled, entry)
+    WHERE u.seq = v.seq AND u.status = 'pending'
+""")
+
+
+def _lock_wallets(session: Session, keys: list[tuple[str, str]]) -> dict[tuple[str, str], Wallet]:
+    """Lock every wallet of ``keys`` as ORM objects, in key order (settlement's path).
+
+    One fixed order (customer_id, currency) for every batch means two workers whose batches
+    share wallets queue on each other instead of deadlocking.
+    """
+
+    def fetch() -> dict[tuple[str, str], Wallet]:
+        found = session.scalars(
+            select(Wallet)
+            .where(tuple_(Wallet.customer_id, Wallet.currency).in_(keys))
+            .order_by(Wallet.customer_id, Wallet.currency)
+            .with_for_update()
+            .execution_options(populate_existing=True)
+        ).all()
+        return {(w.customer_id, w.currency): w for w in found}
+
+    wallets = fetch()
+    missing = [k for k in keys if k not in wallets]
+    if missing:  # a currency configured after the customer was created
+        for customer_id in sorted({k[0] for k in missing}):
+            ledger.ensure_wallets(session, customer_id)
+        wallets = fetch()
+    return wallets
+
+
+def _allocate_shortfall(rows: Sequence[Any], shortfall: int) -> dict[int, int]:
+    """Spread unpaid whole units over the batch's events, newest first.
+
+    Each event owes at most its cost rounded up to a whole unit, and the sum of those caps is
+    always at least the whole units of the batch, so the shortfall is always fully assigned.
+    The oldest events are the ones paid for.
+    """
+    owed: dict[int, int] = {}
+    left = shortfall
+    for row in reversed(rows):
+        if left <= 0:
+            break
+        cap = -(-row.cost_scaled // USAGE_SCALE)
+        take = min(cap, left)
+        if take:
+            owed[row.seq] = take
+            left -= take
+    if left:  # unreachable by the argument above; refuse rather than lose money
+        raise AssertionError(f"could not assign {left} unbilled minor units")
+    return owed
