@@ -1,6 +1,7 @@
 """Settings, read once from the environment.
 
-Every variable is documented in the README's Configuration section; keep the two in step.
+Every variable is documented in the configuration table of docs/operations.md (the most
+important ones also in the README); keep them in step (tests/test_docs.py checks the table).
 """
 
 from __future__ import annotations
