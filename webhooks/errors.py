@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sqlalchemy.exc import DataError, OperationalError
 from werkzeug.exceptions import HTTPException
 
-from webhooks.schemas import NO_NUL
+from webhooks.api.schemas import NO_NUL
 from worker.errors import (
     BillingError,
     DuplicateEntry,
