@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 
 from flask_openapi3 import Info, OpenAPI
+from pydantic import ValidationError
 
 from webhooks import errors, metrics, openapi, providers
 from webhooks.api import (
@@ -44,7 +45,7 @@ def create_app(settings: Settings | None = None) -> OpenAPI:
             description="Prepaid wallets with an append-only ledger; Dodo Payments compatible.",
         ),
         security_schemes=SECURITY_SCHEMES,
-        validation_error_status=422,
+        validation_error_status=errors.status_of(ValidationError),
         validation_error_callback=errors.validation_error_response,
         doc_prefix="/docs",
         doc_url="/openapi.json",

@@ -11,7 +11,7 @@ from sqlalchemy.exc import IntegrityError
 
 from webhooks.api.customers import bp
 from webhooks.api.schemas import CustomerPath, LedgerEntryCreate, LedgerEntryListQuery
-from webhooks.errors import BODY_RESPONSES, DuplicateOut, error_response
+from webhooks.errors import BODY_RESPONSES, DuplicateOut, billing_error_response
 from worker import ledger
 from worker.db import transaction
 from worker.errors import DuplicateEntry
@@ -99,18 +99,12 @@ def _post_ledger_entry(customer_id: str, body: LedgerEntryCreate, *, savepoint: 
 
 
 def duplicate_response(duplicate: DuplicateEntry, wallet: Wallet) -> Response:
-    """409 carrying the original entry and the wallet as it stands now."""
-    response = error_response(
-        409,
-        duplicate.code,
-        duplicate.message,
-        **duplicate.details,
+    """The duplicate's answer (409), carrying the original entry and the wallet as it stands now."""
+    return billing_error_response(
+        duplicate,
         entry=dump(LedgerEntryOut.of(duplicate.entry)),
         wallet=dump(WalletOut.of(wallet)),
     )
-    # Stainless-generated SDKs (Dodo's) retry every 409 unless told not to.
-    response.headers["x-should-retry"] = "false"
-    return response
 
 
 @bp.get("/customers/<customer_id>/wallets/ledger-entries", responses={200: LedgerEntryListOut})

@@ -13,14 +13,13 @@ from flask import Response, current_app, request
 from webhooks.providers.receiver import (
     EVENT_ID,
     RESPONSES,
-    Rejected,
     bp,
-    disabled,
     parse_json,
     store,
     utf8_body,
     valid_event_type,
 )
+from worker.errors import BadSignature, InvalidHeader, ProviderDisabled
 
 log = logging.getLogger(__name__)
 
@@ -39,26 +38,23 @@ def dodo() -> Response:
     ``webhook-signature``)."""
     secrets = current_app.config["SETTINGS"].dodo_webhook_secret
     if not secrets:
-        return disabled("dodo")
+        raise ProviderDisabled("dodo")
+    body = utf8_body()
     try:
-        body = utf8_body()
-        try:
-            verifiers = _dodo_verifiers(secrets)
-        except Exception as exc:  # a malformed configured secret is our fault, not the sender's
-            log.error("DODO_WEBHOOK_SECRET is not a valid whsec_ secret: %s", exc)
-            return disabled("dodo")
-        headers = {
-            name: request.headers.get(name, "")
-            for name in ("webhook-id", "webhook-timestamp", "webhook-signature")
-        }
-        _verify_dodo(verifiers, body, headers)
-        payload = parse_json(body)
-        event_id = headers["webhook-id"]
-        if not EVENT_ID.fullmatch(event_id):
-            raise Rejected(400, "INVALID_HEADER", "webhook-id: malformed", "webhook-id")
-        return store("dodo", event_id, valid_event_type(payload.get("type"), "type"), payload)
-    except Rejected as rejected:
-        return rejected.response
+        verifiers = _dodo_verifiers(secrets)
+    except Exception as exc:  # a malformed configured secret is our fault, not the sender's
+        log.error("DODO_WEBHOOK_SECRET is not a valid whsec_ secret: %s", exc)
+        raise ProviderDisabled("dodo") from None
+    headers = {
+        name: request.headers.get(name, "")
+        for name in ("webhook-id", "webhook-timestamp", "webhook-signature")
+    }
+    _verify_dodo(verifiers, body, headers)
+    payload = parse_json(body)
+    event_id = headers["webhook-id"]
+    if not EVENT_ID.fullmatch(event_id):
+        raise InvalidHeader("webhook-id", "malformed")
+    return store("dodo", event_id, valid_event_type(payload.get("type"), "type"), payload)
 
 
 def _verify_dodo(
@@ -72,4 +68,4 @@ def _verify_dodo(
         # signature lists, and OverflowError/TypeError can escape on absurd timestamps.
         except (standardwebhooks.WebhookVerificationError, ValueError, OverflowError, TypeError):
             continue
-    raise Rejected(401, "INVALID_SIGNATURE", "webhook-signature: verification failed")
+    raise BadSignature("webhook-signature")

@@ -11,7 +11,6 @@ short committed INSERT, then a worker applies the stored events in batches
 from __future__ import annotations
 
 import json
-import logging
 import re
 from typing import Any
 
@@ -22,10 +21,9 @@ from sqlalchemy.exc import DataError
 
 from tasks.inbox import enqueue
 from webhooks import strict_json
-from webhooks.errors import ErrorOut, error_response
+from webhooks.errors import ErrorOut
 from worker import inbox
-
-log = logging.getLogger(__name__)
+from worker.errors import InvalidEvent, MalformedBody, MalformedJSON
 
 _EVENT_TYPE = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
@@ -57,37 +55,25 @@ RESPONSES = {
 }
 
 
-class Rejected(Exception):
-    def __init__(self, status: int, code: str, message: str, field: str | None = None) -> None:
-        super().__init__(message)
-        self.response = error_response(status, code, message, **({"field": field} if field else {}))
-
-
-def disabled(provider: str) -> Response:
-    return error_response(
-        404, "PROVIDER_DISABLED", f"{provider} webhooks are not configured on this service"
-    )
-
-
 def utf8_body() -> str:
     # get_data() enforces MAX_CONTENT_LENGTH (413) before reading the whole body.
     raw = request.get_data(cache=False)
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError:
-        raise Rejected(400, "MALFORMED_BODY", "body: not UTF-8", "body") from None
+        raise MalformedBody("body", "not UTF-8") from None
 
 
 def parse_json(body: str) -> dict[str, Any]:
     try:
         payload = strict_json.loads(body)
     except (ValueError, RecursionError):
-        raise Rejected(400, "MALFORMED_JSON", "body: not valid JSON", "body") from None
+        raise MalformedJSON("body", "not valid JSON") from None
     if not isinstance(payload, dict):
-        raise Rejected(400, "MALFORMED_JSON", "body: expected a JSON object", "body")
+        raise MalformedJSON("body", "expected a JSON object")
     if _SURROGATE_ESCAPE.search(body) and _has_lone_surrogate(payload):
         # Valid JSON syntax, but not Unicode text: PostgreSQL refuses it; refuse it everywhere.
-        raise Rejected(400, "MALFORMED_JSON", "body: unpaired UTF-16 surrogate escape", "body")
+        raise MalformedJSON("body", "unpaired UTF-16 surrogate escape")
     return payload
 
 
@@ -101,7 +87,7 @@ def _has_lone_surrogate(payload: dict[str, Any]) -> bool:
 
 def valid_event_type(value: Any, field: str) -> str:
     if not isinstance(value, str) or not _EVENT_TYPE.fullmatch(value):
-        raise Rejected(400, "INVALID_EVENT", f"{field}: expected an event type string", field)
+        raise InvalidEvent(field, "expected an event type string")
     return value
 
 
@@ -117,9 +103,7 @@ def store(provider: str, event_id: str, event_type: str, payload: dict[str, Any]
             payload=payload,
         )
     except DataError:  # e.g. a lone surrogate PostgreSQL's json type refuses
-        raise Rejected(
-            400, "MALFORMED_JSON", "body: not storable JSON (invalid unicode)", "body"
-        ) from None
+        raise MalformedJSON("body", "not storable JSON (invalid unicode)") from None
     if stored_id is not None:
         enqueue()  # after the commit, never inside it; coalesced with other requests
     return jsonify({"event_id": stored_id, "duplicate": stored_id is None, "status": "accepted"})
