@@ -56,3 +56,11 @@ def enqueue_billing() -> None:
         _send(BILL_PENDING_TASK)
     except Exception as exc:  # the broker is down or unreachable; the sweeper covers it
         log.warning("could not enqueue usage billing (the sweeper will bill): %s", exc)
+
+
+def send_now(name: str) -> str:
+    """Send task ``name`` at once and answer its Celery id, for an operator who waits for the
+    answer (``POST /admin/tasks/{name}``): a broker failure is raised, not left to a sweeper."""
+    from worker.infra.celery_app import get_app
+
+    return get_app().send_task(name, retry=False, timeout=2.0).id

@@ -2,32 +2,26 @@
 
 from __future__ import annotations
 
-from flask import Response, current_app, g, request
+from flask import current_app, g, request
 
-from webhooks.errors import error_response
 from worker.access.apikeys import authenticate
+from worker.errors import Unauthorized
 
 BEARER_SECURITY = [{"bearerAuth": []}]
 SECURITY_SCHEMES = {"bearerAuth": {"type": "http", "scheme": "bearer"}}
 
 
-def _unauthorized() -> Response:
-    # Deliberately the same answer for a missing, malformed, unknown or revoked key.
-    response = error_response(401, "UNAUTHORIZED", "A valid API key is required")
-    response.headers["WWW-Authenticate"] = "Bearer"
-    return response
-
-
-def require_api_key() -> Response | None:
-    """``before_request`` hook: sets ``g.principal`` or answers 401."""
+def require_api_key() -> None:
+    """``before_request`` hook: sets ``g.principal`` or raises ``Unauthorized`` (401)."""
     if request.method == "OPTIONS":
-        return None
+        return
     scheme, _, presented = request.headers.get("Authorization", "").partition(" ")
     presented = presented.strip()
-    if scheme.lower() != "bearer" or not presented:
-        return _unauthorized()
-    principal = authenticate(current_app.config["SETTINGS"], presented)
+    principal = (
+        authenticate(current_app.config["SETTINGS"], presented)
+        if scheme.lower() == "bearer" and presented
+        else None
+    )
     if principal is None:
-        return _unauthorized()
+        raise Unauthorized
     g.principal = principal
-    return None

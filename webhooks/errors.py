@@ -1,8 +1,10 @@
 """One JSON error shape for every failure: ``{"code", "message", ...details}``.
 
-HTTP statuses are chosen here and nowhere else. The ``*Out`` models document each status in
-``/openapi.json``; every one of them is an ``ErrorOut`` (``code`` + ``message``) plus the
-details that status carries.
+HTTP statuses are chosen here and nowhere else: ``STATUS`` maps each error type (the core's
+typed errors, ``worker.errors.BillingError`` and its subclasses, plus the framework's) to its
+status, ``HEADERS`` to the headers that status carries. Everywhere else an error is raised,
+never answered. The ``*Out`` models document each status in ``/openapi.json``; every one of
+them is an ``ErrorOut`` (``code`` + ``message``) plus the details that status carries.
 """
 
 from __future__ import annotations
@@ -13,29 +15,110 @@ from typing import Any
 from flask import Flask, Response, jsonify
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sqlalchemy.exc import DataError, OperationalError
-from werkzeug.exceptions import HTTPException
+from werkzeug import exceptions as http
 
-from webhooks.schemas import NO_NUL
+from webhooks.api.schemas import NO_NUL
 from worker.errors import (
+    BadSignature,
     BillingError,
+    BrokerUnavailable,
+    ChargeNotFound,
+    CustomerNotFound,
     DuplicateEntry,
+    Forbidden,
     IdempotencyKeyReused,
     InsufficientBalance,
+    InvalidAmount,
+    InvalidEvent,
+    InvalidHeader,
+    MalformedBody,
+    MalformedInput,
+    MalformedJSON,
     NotFound,
+    ProviderDisabled,
+    RefundCapExceeded,
+    ReversalExceedsCharge,
+    TaskNotFound,
+    Unauthorized,
+    UnsupportedContentType,
+    UnsupportedCurrency,
     ValidationFailed,
 )
+from worker.inbox import EventNotFound, EventNotReplayable
 from worker.schemas import LedgerEntryOut, WalletOut
+from worker.usage import EventsRejected
 
 log = logging.getLogger(__name__)
 
-# Most specific first.
-_STATUS: list[tuple[type[BillingError], int]] = [
-    (InsufficientBalance, 400),
-    (DuplicateEntry, 409),
-    (IdempotencyKeyReused, 422),
-    (ValidationFailed, 422),
-    (NotFound, 404),
-]
+# Every status an error response can have. Looked up along the error's class hierarchy (its
+# own row first), but every BillingError subclass has a row of its own: a test fails for one
+# without, so a new core error gets its status chosen here, not inherited by accident.
+STATUS: dict[type[BaseException], int] = {
+    # The client's input: readable but invalid (422), or not readable at all (400).
+    ValidationFailed: 422,
+    InvalidAmount: 422,
+    UnsupportedCurrency: 422,
+    UnsupportedContentType: 422,
+    ReversalExceedsCharge: 422,
+    RefundCapExceeded: 422,
+    EventsRejected: 422,
+    MalformedInput: 400,
+    MalformedBody: 400,
+    MalformedJSON: 400,
+    InvalidHeader: 400,
+    InvalidEvent: 400,
+    # Who is asking.
+    Unauthorized: 401,
+    BadSignature: 401,  # a provider's delivery: its signature is its credential
+    Forbidden: 403,
+    # What is asked for.
+    NotFound: 404,
+    CustomerNotFound: 404,
+    ChargeNotFound: 404,
+    EventNotFound: 404,
+    TaskNotFound: 404,
+    ProviderDisabled: 404,  # an unconfigured provider's route does not exist
+    # Money and idempotency.
+    InsufficientBalance: 400,  # Dodo's status for a refused debit
+    DuplicateEntry: 409,
+    IdempotencyKeyReused: 422,
+    EventNotReplayable: 400,
+    BillingError: 400,  # raised bare nowhere; kept at the status it always had
+    # Our dependencies.
+    BrokerUnavailable: 503,
+    OperationalError: 503,  # the database
+    # The framework's: pydantic via flask-openapi3, values the database refuses, routing.
+    ValidationError: 422,
+    DataError: 422,
+    http.NotFound: 404,
+    http.MethodNotAllowed: 405,
+    http.RequestEntityTooLarge: 413,
+    # Any other werkzeug HTTPException keeps the status it carries (see status_of).
+    Exception: 500,
+}
+
+HEADERS: dict[type[BaseException], dict[str, str]] = {
+    Unauthorized: {"WWW-Authenticate": "Bearer"},
+    # Stainless-generated SDKs (Dodo's) retry every 409 unless told not to.
+    DuplicateEntry: {"x-should-retry": "false"},
+    BrokerUnavailable: {"Retry-After": "5"},
+    OperationalError: {"Retry-After": "5"},
+}
+
+
+def status_of(error: BaseException | type[BaseException]) -> int:
+    """The status for ``error`` (an instance or a class), from ``STATUS``."""
+    kind = error if isinstance(error, type) else type(error)
+    for cls in kind.__mro__:
+        if cls in STATUS:
+            return STATUS[cls]
+        if cls is http.HTTPException and isinstance(error, http.HTTPException):
+            return error.code or 500  # werkzeug's own answer (e.g. 400 from get_json)
+    return STATUS[Exception]
+
+
+def headers_of(error: BaseException) -> dict[str, str]:
+    return next((HEADERS[cls] for cls in type(error).__mro__ if cls in HEADERS), {})
 
 
 class ErrorOut(BaseModel):
@@ -155,18 +238,17 @@ COMMON_RESPONSES: dict[int, type[ErrorOut]] = {
 BODY_RESPONSES: dict[int, type[ErrorOut]] = {413: TooLargeOut}
 
 
-def error_response(status: int, code: str, message: str, **extra: Any) -> Response:
+def _respond(error: BaseException, code: str, message: str, **extra: Any) -> Response:
+    """``{"code", "message", **extra}`` with the status and headers the table gives ``error``."""
     response = jsonify({"code": code, "message": message, **extra})
-    response.status_code = status
+    response.status_code = status_of(error)
+    response.headers.update(headers_of(error))
     return response
 
 
-def status_of(error: BillingError) -> int:
-    return next((status for kind, status in _STATUS if isinstance(error, kind)), 400)
-
-
-def billing_error_response(error: BillingError) -> Response:
-    return error_response(status_of(error), error.code, error.message, **error.details)
+def billing_error_response(error: BillingError, **extra: Any) -> Response:
+    """A core error's answer; ``extra`` adds what only the view knows (a 409's wallet)."""
+    return _respond(error, error.code, error.message, **error.details, **extra)
 
 
 def validation_error_response(error: ValidationError) -> Response:
@@ -178,8 +260,8 @@ def validation_error_response(error: ValidationError) -> Response:
         if {"field": field, "message": message} not in problems:
             problems.append({"field": field, "message": message})
     first = problems[0] if problems else {"field": "body", "message": "invalid"}
-    return error_response(
-        422,
+    return _respond(
+        error,
         "VALIDATION_ERROR",
         f"{first['field']}: {first['message']}",
         field=first["field"],
@@ -199,33 +281,29 @@ def _friendlier(error: Any) -> str:
 def register(app: Flask) -> None:
     app.register_error_handler(BillingError, billing_error_response)
 
-    @app.errorhandler(HTTPException)
-    def _http(error: HTTPException) -> Response:
+    @app.errorhandler(http.HTTPException)
+    def _http(error: http.HTTPException) -> Response:
         if error.response is not None and error.response.mimetype == "application/json":
-            return error.response  # already ours (e.g. a validation error via abort)
+            return error.response  # already ours (a validation error, via flask-openapi3's abort)
         code = (error.name or "error").upper().replace(" ", "_")
-        response = error_response(error.code or 500, code, error.description or error.name)
-        if error.code == 405 and getattr(error, "valid_methods", None):
+        response = _respond(error, code, error.description or error.name)
+        if isinstance(error, http.MethodNotAllowed) and error.valid_methods:
             response.headers["Allow"] = ", ".join(error.valid_methods)
         return response
 
     @app.errorhandler(OperationalError)
     def _database_down(error: OperationalError) -> Response:
         log.error("database unavailable: %s", error.orig)
-        response = error_response(503, "DATABASE_UNAVAILABLE", "The database is unavailable")
-        response.headers["Retry-After"] = "5"
-        return response
+        return _respond(error, "DATABASE_UNAVAILABLE", "The database is unavailable")
 
     @app.errorhandler(DataError)
     def _data_error(error: DataError) -> Response:
         # The schemas refuse what the database cannot store (NUL, out-of-range numbers); this is
         # the last line of defence for anything they missed: the client's input, so a 4xx.
         log.warning("database refused a value: %s", error.orig)
-        return error_response(
-            422, "VALIDATION_ERROR", "body: a value cannot be stored", field="body"
-        )
+        return _respond(error, "VALIDATION_ERROR", "body: a value cannot be stored", field="body")
 
     @app.errorhandler(Exception)
     def _unexpected(error: Exception) -> Response:
         log.exception("unhandled error")
-        return error_response(500, "INTERNAL_ERROR", "Internal server error")
+        return _respond(error, "INTERNAL_ERROR", "Internal server error")

@@ -1,4 +1,5 @@
-"""Typed errors raised by the core. ``webhooks/`` maps them to HTTP statuses; the CLI to exit 2.
+"""Typed errors raised by the core. ``webhooks/errors.py`` maps each to its HTTP status (one
+table); the CLI to exit 2.
 
 Each carries what a caller needs to explain itself (``code``, a message, structured ``details``).
 """
@@ -140,3 +141,90 @@ class RefundCapExceeded(ValidationFailed):
             cap=cap,
             setting="WALLET_REFUND_MAX",
         )
+
+
+# -- Refusals of a request before it reaches the core: who is asking, what was sent. ---------
+# Raised by the HTTP side; typed here so that its one status table maps them like any other.
+
+
+class Unauthorized(BillingError):
+    """No valid API key: deliberately the same answer for a missing, malformed, unknown or
+    revoked one."""
+
+    code = "UNAUTHORIZED"
+
+    def __init__(self) -> None:
+        super().__init__("A valid API key is required")
+
+
+class Forbidden(BillingError):
+    """A valid API key without the scope the action needs."""
+
+    code = "FORBIDDEN"
+
+
+class UnsupportedContentType(ValidationFailed):
+    code = "UNSUPPORTED_CONTENT_TYPE"
+
+
+class MalformedInput(ValidationFailed):
+    """Input that cannot be read at all (not UTF-8, not JSON, an unusable header or event id),
+    as opposed to readable input with an invalid value."""
+
+    code = "MALFORMED_INPUT"
+
+
+class MalformedBody(MalformedInput):
+    code = "MALFORMED_BODY"
+
+
+class MalformedJSON(MalformedInput):
+    code = "MALFORMED_JSON"
+
+
+class InvalidHeader(MalformedInput):
+    code = "INVALID_HEADER"
+
+
+class InvalidEvent(MalformedInput):
+    """A signed provider delivery without a usable event id or type."""
+
+    code = "INVALID_EVENT"
+
+
+class BadSignature(BillingError):
+    """A provider webhook whose signature does not verify (wrong secret, tampered body, stale
+    or future timestamp): nothing was stored."""
+
+    code = "INVALID_SIGNATURE"
+
+    def __init__(self, header: str) -> None:
+        super().__init__(f"{header}: verification failed")
+        self.header = header
+
+
+class ProviderDisabled(NotFound):
+    """A provider whose webhook secret is not configured: never accepted unsigned."""
+
+    code = "PROVIDER_DISABLED"
+
+    def __init__(self, provider: str) -> None:
+        super().__init__(f"{provider} webhooks are not configured on this service")
+        self.provider = provider
+
+
+class TaskNotFound(NotFound):
+    code = "TASK_NOT_FOUND"
+
+    def __init__(self, name: str, known: list[str]) -> None:
+        super().__init__(f"name: unknown task {name!r}", field="name", known=known)
+        self.name = name
+
+
+class BrokerUnavailable(BillingError):
+    """The task broker did not take the message: nothing was enqueued; retry later."""
+
+    code = "BROKER_UNAVAILABLE"
+
+    def __init__(self) -> None:
+        super().__init__("The task broker is unavailable")

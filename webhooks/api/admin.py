@@ -7,8 +7,10 @@ from flask_openapi3 import APIBlueprint, Tag
 from pydantic import BaseModel, Field
 
 from tasks import beat as schedule
+from tasks import enqueue
 from webhooks.auth import BEARER_SECURITY
-from webhooks.errors import COMMON_RESPONSES, ErrorOut, error_response
+from webhooks.errors import COMMON_RESPONSES, ErrorOut
+from worker.errors import BrokerUnavailable, Forbidden, TaskNotFound
 
 bp = APIBlueprint(
     "admin",
@@ -34,25 +36,16 @@ class TaskEnqueuedOut(BaseModel):
 def run_task(path: TaskPath) -> Response:
     """Enqueue periodic task ``name`` (e.g. ``check-low-balances``); answers its Celery id."""
     if not getattr(g, "principal", None) or not g.principal.is_admin:
-        return error_response(403, "FORBIDDEN", "This route needs an API key with admin scope")
+        raise Forbidden("This route needs an API key with admin scope")
     task = schedule.lookup(path.name)
     if task is None:
-        return error_response(
-            404,
-            "TASK_NOT_FOUND",
-            f"name: unknown task {path.name!r}",
-            field="name",
-            known=list(schedule.REGISTRY),
-        )
-    from worker.infra.celery_app import app
+        raise TaskNotFound(path.name, known=list(schedule.REGISTRY))
 
     try:
-        result = app.send_task(task.task, retry=False, timeout=2.0)
-    except Exception:  # the broker is down: nothing was enqueued, say so
-        response = error_response(503, "BROKER_UNAVAILABLE", "The task broker is unavailable")
-        response.headers["Retry-After"] = "5"
-        return response
-    out = TaskEnqueuedOut(name=task.name, task=task.task, task_id=result.id)
+        task_id = enqueue.send_now(task.task)
+    except Exception as exc:  # the broker is down: nothing was enqueued, say so
+        raise BrokerUnavailable from exc
+    out = TaskEnqueuedOut(name=task.name, task=task.task, task_id=task_id)
     response = jsonify(out.model_dump())
     response.status_code = 202
     return response

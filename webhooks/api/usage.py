@@ -21,9 +21,9 @@ from pydantic import (
     StrictStr,
 )
 
+from webhooks.api.schemas import PageQuery
 from webhooks.auth import BEARER_SECURITY
 from webhooks.errors import BODY_RESPONSES, COMMON_RESPONSES
-from webhooks.schemas import PageQuery
 from worker import usage
 from worker.infra.db import transaction
 from worker.usage.pricing import get_pricing

@@ -11,9 +11,9 @@ from flask import Response, current_app, jsonify
 from flask_openapi3 import APIBlueprint, Tag
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr, model_validator
 
+from webhooks.api.schemas import Amount, Currency, CustomerPath, _Body
 from webhooks.auth import BEARER_SECURITY
 from webhooks.errors import BODY_RESPONSES, COMMON_RESPONSES, ErrorOut
-from webhooks.schemas import Amount, Currency, CustomerPath, _Body
 from worker import charges
 from worker.charges import MAX_ID_LENGTH, MAX_REASON_LENGTH
 from worker.charges.schemas import ChargeOut, RefundOut, ReversalOut

@@ -1,0 +1,92 @@
+"""Wallets and their ledger entries, wire-compatible with Dodo Payments' endpoints:
+``/customers/{id}/wallets`` and ``/customers/{id}/wallets/ledger-entries``.
+
+Views parse, open one transaction, call one ``worker.ledger`` function and shape the answer.
+"""
+
+from __future__ import annotations
+
+from flask import Response, current_app, jsonify
+
+from webhooks.api.customers import bp
+from webhooks.api.schemas import CustomerPath, LedgerEntryCreate, LedgerEntryListQuery
+from webhooks.errors import BODY_RESPONSES, DuplicateOut, billing_error_response
+from worker import ledger
+from worker.errors import DuplicateEntry
+from worker.infra.db import transaction
+from worker.models import Wallet
+from worker.schemas import (
+    LedgerEntryListOut,
+    LedgerEntryOut,
+    WalletListOut,
+    WalletOut,
+    dump,
+)
+
+
+def _tx():  # type: ignore[no-untyped-def]
+    return transaction(current_app.config["SETTINGS"])
+
+
+@bp.get("/customers/<customer_id>/wallets", responses={200: WalletListOut})
+def list_wallets(path: CustomerPath) -> Response:
+    """Every wallet of the customer, and their total in USD cents."""
+    with _tx() as s:
+        wallets = ledger.get_wallets(s, path.customer_id)
+        return jsonify(
+            dump(
+                WalletListOut(
+                    items=[WalletOut.of(w) for w in wallets],
+                    total_balance_usd=ledger.total_balance_usd(s, wallets),
+                )
+            )
+        )
+
+
+@bp.post(
+    "/customers/<customer_id>/wallets/ledger-entries",
+    responses={200: WalletOut, 409: DuplicateOut, **BODY_RESPONSES},
+)
+def create_ledger_entry(path: CustomerPath, body: LedgerEntryCreate) -> Response:
+    """Credit or debit a wallet; answers with the updated wallet.
+
+    400 ``INSUFFICIENT_BALANCE`` refuses a debit beyond the balance; 409
+    ``DUPLICATE_IDEMPOTENCY_KEY`` (with ``x-should-retry: false``) means the key was already
+    used with these parameters and nothing changed.
+    """
+    leg = ledger.Leg(
+        customer_id=path.customer_id,
+        currency=body.currency,
+        amount=body.amount,
+        is_credit=body.entry_type == "credit",
+        reason=body.reason,
+        key=ledger.client_key(body.idempotency_key),
+    )
+    try:
+        posted = ledger.post_own(current_app.config["SETTINGS"], leg)
+    except DuplicateEntry as duplicate:
+        return duplicate_response(duplicate, duplicate.wallet)
+    return jsonify(dump(WalletOut.of(posted.wallet)))
+
+
+def duplicate_response(duplicate: DuplicateEntry, wallet: Wallet) -> Response:
+    """The duplicate's answer (409), carrying the original entry and the wallet as it stands now."""
+    return billing_error_response(
+        duplicate,
+        entry=dump(LedgerEntryOut.of(duplicate.entry)),
+        wallet=dump(WalletOut.of(wallet)),
+    )
+
+
+@bp.get("/customers/<customer_id>/wallets/ledger-entries", responses={200: LedgerEntryListOut})
+def list_ledger_entries(path: CustomerPath, query: LedgerEntryListQuery) -> Response:
+    """The customer's ledger entries, newest first."""
+    with _tx() as s:
+        entries = ledger.list_entries(
+            s,
+            path.customer_id,
+            currency=query.currency,
+            page_number=query.page_number,
+            page_size=query.page_size,
+        )
+        return jsonify(dump(LedgerEntryListOut(items=[LedgerEntryOut.of(e) for e in entries])))
