@@ -24,7 +24,7 @@ from tests.support import wait_until
 from worker import ledger
 from worker.config import Settings
 from worker.infra.db import dispose_engines, transaction
-from worker.schemas import USAGE_SCALE
+from worker.ledger.schemas import USAGE_SCALE
 
 BATCH = 500
 CLIENTS = 4

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from tests.usage_support import accounting, assert_exact, new_customer
 from worker import usage
-from worker.schemas import USAGE_SCALE
+from worker.ledger.schemas import USAGE_SCALE
 from worker.usage.pricing import InvalidQuantity, Price, Pricing
 
 _counter = itertools.count()

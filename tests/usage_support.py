@@ -8,8 +8,8 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from worker import ledger
+from worker.ledger.schemas import USAGE_SCALE
 from worker.models import LedgerEntry, UsageEvent, Wallet
-from worker.schemas import USAGE_SCALE
 from worker.usage.pricing import Price, Pricing
 
 PRICING_TOML = """

@@ -45,7 +45,7 @@ from worker.errors import (
     ValidationFailed,
 )
 from worker.inbox import EventNotFound, EventNotReplayable
-from worker.schemas import LedgerEntryOut, WalletOut
+from worker.ledger.schemas import LedgerEntryOut, WalletOut
 from worker.usage import EventsRejected
 
 log = logging.getLogger(__name__)

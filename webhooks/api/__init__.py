@@ -3,6 +3,6 @@ ledger entries; both Dodo compatible), ``charges`` (wallet charges and refunds),
 (usage events), ``admin`` (operator tasks); and ``health``, the one route here without a key.
 
 Request shapes shared by several modules are in ``schemas``; the checks every API-key route
-makes in ``guards``; response shapes in ``worker.schemas`` (shared with the CLI); error
+makes in ``guards``; response shapes in ``worker.ledger.schemas`` (shared with the CLI); error
 responses in ``webhooks.errors``.
 """

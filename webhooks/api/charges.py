@@ -18,7 +18,7 @@ from worker import charges
 from worker.charges import MAX_ID_LENGTH, MAX_REASON_LENGTH
 from worker.charges.schemas import ChargeOut, RefundOut, ReversalOut
 from worker.infra.db import transaction
-from worker.schemas import dump
+from worker.ledger.schemas import dump
 
 ERRORS = {**COMMON_RESPONSES, **BODY_RESPONSES}
 

@@ -13,7 +13,7 @@ from webhooks.auth import BEARER_SECURITY
 from webhooks.errors import BODY_RESPONSES, COMMON_RESPONSES
 from worker import ledger
 from worker.infra.db import transaction
-from worker.schemas import CustomerListOut, CustomerOut, dump
+from worker.ledger.schemas import CustomerListOut, CustomerOut, dump
 
 # One blueprint for customers and their wallets (``wallets`` adds its routes to it): its name
 # is part of every operationId in /openapi.json, which generated clients name methods after.

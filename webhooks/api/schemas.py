@@ -1,4 +1,4 @@
-"""Request shapes of the HTTP API (responses live in ``worker.schemas``, shared with the CLI).
+"""Request shapes of the HTTP API (responses: ``worker.ledger.schemas``, shared with the CLI).
 
 Field names and types follow Dodo Payments' customer-wallet API (the ``dodopayments`` SDK's
 ``*_params`` types), so its clients send exactly these. Every string refuses NUL characters:

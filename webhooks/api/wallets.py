@@ -14,14 +14,14 @@ from webhooks.errors import BODY_RESPONSES, DuplicateOut, billing_error_response
 from worker import ledger
 from worker.errors import DuplicateEntry
 from worker.infra.db import transaction
-from worker.models import Wallet
-from worker.schemas import (
+from worker.ledger.schemas import (
     LedgerEntryListOut,
     LedgerEntryOut,
     WalletListOut,
     WalletOut,
     dump,
 )
+from worker.models import Wallet
 
 
 def _tx():  # type: ignore[no-untyped-def]

@@ -7,7 +7,7 @@ from datetime import datetime
 from pydantic import Field
 
 from worker.charges.views import ChargeView, Refund, Reversal
-from worker.schemas import LedgerEntryOut, WalletOut, _Out
+from worker.ledger.schemas import LedgerEntryOut, WalletOut, _Out
 
 
 class ChargeOut(_Out):

@@ -6,7 +6,7 @@ import click
 
 from worker.access import apikeys as core
 from worker.cli.common import emit, json_option, session
-from worker.schemas import iso
+from worker.ledger.schemas import iso
 
 
 @click.group()

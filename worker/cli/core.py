@@ -7,7 +7,7 @@ import click
 from worker import ledger
 from worker.cli.common import AMOUNT_COMMAND, emit, json_option, parse_amount, session
 from worker.infra import migrate
-from worker.schemas import (
+from worker.ledger.schemas import (
     CustomerOut,
     LedgerEntryListOut,
     LedgerEntryOut,

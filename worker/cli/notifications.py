@@ -12,7 +12,7 @@ from worker.cli.common import emit, json_option, session
 from worker.cli.core import customers
 from worker.config import get_settings
 from worker.errors import ValidationFailed
-from worker.schemas import iso
+from worker.ledger.schemas import iso
 
 # -- endpoints -----------------------------------------------------------------------------
 

@@ -59,7 +59,7 @@ def entry_posted(
         ("credit" if entry.is_credit else "debit", entry.event_type)
     )
     if endpoints.is_subscribed(session, "wallet.ledger_entry.created"):
-        from worker.schemas import LedgerEntryOut, dump
+        from worker.ledger.schemas import LedgerEntryOut, dump
 
         outbox.enqueue_event(
             session,

@@ -17,8 +17,8 @@ from sqlalchemy import bindparam, select, text, tuple_, update
 from sqlalchemy.orm import Session
 
 from worker import ledger, notify
+from worker.ledger.schemas import USAGE_SCALE
 from worker.models import UsageEvent, Wallet, utcnow
-from worker.schemas import USAGE_SCALE
 
 # Events one billing transaction takes. Larger batches mean fewer ledger entries (one per
 # wallet per batch) and fewer commits; the transaction stays well under a second.

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from worker.config import ConfigError, Settings
-from worker.schemas import USAGE_SCALE
+from worker.ledger.schemas import USAGE_SCALE
 
 # cost_scaled is a signed 64-bit column: one event costs at most this many 10**-12 units
 # (about 9.2 million minor units, e.g. $92,233.72).

@@ -12,8 +12,8 @@ from typing import Any
 
 from pydantic import Field
 
+from worker.ledger.schemas import USAGE_SCALE, _Out
 from worker.models import UsageEvent
-from worker.schemas import USAGE_SCALE, _Out
 
 
 def scaled_to_str(scaled: int) -> str:
