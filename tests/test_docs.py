@@ -72,5 +72,5 @@ def test_ci_reads_the_quick_start_test_command() -> None:
         text=True,
         check=True,
     ).stdout.strip()
-    # Other steps (an import-linter run, say) may be appended; the install and pytest stay.
-    assert command.startswith("pip install -e '.[test]' && python -m pytest -q")
+    # The install first, the import-linter contracts before the suite, the whole suite last.
+    assert command == "pip install -e '.[test]' && lint-imports && python -m pytest -q"
