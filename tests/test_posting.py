@@ -216,3 +216,19 @@ def test_any_batches_keep_balances_exact_and_the_ledger_verified(tx, batches) ->
             assert balance(tx, cid) == model[name]
     with tx() as s:
         assert ledger.verify(s).ok
+
+
+def test_the_row_builder_fills_exactly_the_insert_columns() -> None:
+    from datetime import UTC, datetime
+
+    from worker.ledger import legs, pg
+
+    row = legs.entry_row(
+        credit("cus_1", 1),
+        entry_id="wle_1",
+        business_id="b",
+        before=0,
+        amount=1,
+        now=datetime.now(UTC),
+    )
+    assert tuple(row) == pg.ENTRY_COLUMNS

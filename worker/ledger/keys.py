@@ -23,6 +23,7 @@ from sqlalchemy import select, tuple_
 from sqlalchemy.orm import Session
 
 from worker.errors import DuplicateEntry, IdempotencyKeyReused, ValidationFailed
+from worker.ledger import pg
 from worker.ledger.objects import snapshot
 from worker.models import KEY_SCOPES, LedgerEntry
 
@@ -95,13 +96,26 @@ def used_keys(
     triples = {(cid, key.scope, key.value): (cid, key) for cid, key in wanted}
     if not triples:
         return {}
-    rows = session.scalars(
-        select(LedgerEntry).where(
-            tuple_(LedgerEntry.customer_id, LedgerEntry.key_scope, LedgerEntry.idempotency_key).in_(
-                list(triples)
+    if session.get_bind().dialect.name == "postgresql":
+        rows = session.scalars(
+            select(LedgerEntry).from_statement(pg.USED_KEYS),
+            {
+                "keys": pg.rows_json(
+                    [
+                        {"customer_id": c, "key_scope": scope, "idempotency_key": value}
+                        for c, scope, value in triples
+                    ]
+                )
+            },
+        )
+    else:
+        rows = session.scalars(
+            select(LedgerEntry).where(
+                tuple_(
+                    LedgerEntry.customer_id, LedgerEntry.key_scope, LedgerEntry.idempotency_key
+                ).in_(list(triples))
             )
         )
-    )
     return {triples[(e.customer_id, e.key_scope, e.idempotency_key)]: e for e in rows}
 
 

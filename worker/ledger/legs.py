@@ -89,31 +89,12 @@ def prepare(settings: Settings, leg: Leg) -> Leg:
     return leg if currency == leg.currency else replace(leg, currency=currency)
 
 
-# The columns of a ledger entry, in the one order every INSERT uses.
-ENTRY_COLUMNS = (
-    "id",
-    "business_id",
-    "customer_id",
-    "currency",
-    "amount",
-    "is_credit",
-    "before_balance",
-    "after_balance",
-    "event_type",
-    "reason",
-    "reference_object_id",
-    "idempotency_key",
-    "key_scope",
-    "fingerprint",
-    "created_at",
-)
-
-
 def entry_row(
     leg: Leg, *, entry_id: str, business_id: str, before: int, amount: int, now: datetime
 ) -> dict[str, Any]:
     """The ledger row for ``leg`` taking ``amount`` (a TAKE debit may take less than it asked)
-    from a wallet at ``before``: the only place entry rows are built."""
+    from a wallet at ``before``: the only place entry rows are built (its keys are
+    ``pg.ENTRY_COLUMNS``)."""
     return {
         "id": entry_id,
         "business_id": business_id,

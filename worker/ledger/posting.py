@@ -284,18 +284,17 @@ def _write(
     deltas = {w: balances[w] - locked[w].balance for w in sorted(moved)}
     now = entries[0]["created_at"]
     if session.get_bind().dialect.name == "postgresql":
-        arrays: dict[str, Any] = {c: [e[c] for e in entries] for c in entries[0]}
-        updated, ids, seqs = session.execute(
+        updated, written_ids = session.execute(
             pg.BATCH,
             {
-                **arrays,
-                "w_customer_id": [w[0] for w in deltas],
-                "w_currency": [w[1] for w in deltas],
-                "w_delta": list(deltas.values()),
+                "entries": pg.rows_json([{**e, "ord": i} for i, e in enumerate(entries)]),
+                "wallets": pg.rows_json(
+                    [{"customer_id": w[0], "currency": w[1], "delta": d} for w, d in deltas.items()]
+                ),
                 "now": now,
             },
         ).one()
-        by_id = dict(zip(ids or (), seqs or (), strict=True))
+        by_id = dict(written_ids or ())
         written = [by_id.get(e["id"]) for e in entries]
     else:
         table = Wallet.__table__

@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session
 
 from worker.errors import CustomerNotFound
 from worker.infra.db import settings_of
+from worker.ledger import pg
 from worker.ledger.customers import ensure_wallets, get_customer
 from worker.ledger.validation import validate_currency
 from worker.models import Customer, Wallet
@@ -83,6 +84,12 @@ def lock_wallets(
     keys = sorted(set(keys))
 
     def fetch() -> dict[tuple[str, str], LockedWallet]:
+        if postgres:
+            rows = session.execute(
+                pg.LOCK_WALLETS,
+                {"wallets": pg.rows_json([{"customer_id": c, "currency": cur} for c, cur in keys])},
+            )
+            return {(r[0], r[1]): LockedWallet(*r) for r in rows}
         rows = session.execute(
             select(
                 Wallet.customer_id,
@@ -102,6 +109,7 @@ def lock_wallets(
 
     if not keys:
         return {}
+    postgres = session.get_bind().dialect.name == "postgresql"
     locked = fetch()
     missing = sorted({k[0] for k in keys if k not in locked})
     if missing:
