@@ -1,6 +1,6 @@
 """Shared process and load-generator plumbing: gunicorn, celery and wrk, started one way.
 
-The services are the real ones (``tests.support`` starts them with this checkout on
+The services are the real ones (``benchmarks.support`` starts them with this checkout on
 PYTHONPATH); every benchmark gets the run's private redis-server through ``ctx.redis_url``.
 """
 
@@ -15,7 +15,8 @@ from pathlib import Path
 
 from benchmarks.clients import API_KEY, WEBHOOK_SECRET
 from benchmarks.common import Context
-from tests.support import celery_worker, gunicorn, process_env, stop
+from benchmarks.support import celery_worker, gunicorn, process_env
+from worker.infra.processes import stop
 
 # The one web server and Celery worker every HTTP benchmark shares (started once per run).
 WEB_WORKERS = 3

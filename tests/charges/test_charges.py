@@ -6,8 +6,9 @@ import pytest
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
-from sqlalchemy import func, select
+from sqlalchemy import select
 
+from tests.support.charges import assert_verified, charged, count, make_customer, usd
 from worker import charges, ledger
 from worker.errors import (
     ChargeNotFound,
@@ -22,40 +23,6 @@ from worker.errors import (
 )
 from worker.infra.db import transaction
 from worker.models import LedgerEntry, WalletCharge, new_id
-
-
-def make_customer(tx, balance: int = 0, email: str = "ada@example.com") -> str:
-    with tx() as s:
-        customer, _ = ledger.create_customer(s, email=email, name="Ada")
-        if balance:
-            ledger.post_entry(
-                s,
-                customer_id=customer.customer_id,
-                currency="USD",
-                amount=balance,
-                is_credit=True,
-            )
-        return customer.customer_id
-
-
-def usd(tx, customer_id: str) -> int:
-    with tx() as s:
-        return ledger.get_wallet(s, customer_id, "USD").balance
-
-
-def assert_verified(tx) -> None:
-    with tx() as s:
-        report = ledger.verify(s)
-    assert report.problems == []
-
-
-def count(tx, model, **where) -> int:
-    with tx() as s:
-        query = select(func.count()).select_from(model)
-        for name, value in where.items():
-            query = query.where(getattr(model, name) == value)
-        return s.scalar(query)
-
 
 # -- charges -------------------------------------------------------------------------------
 
@@ -228,12 +195,6 @@ def test_charge_for_unknown_customer_is_not_found(tx) -> None:
 
 
 # -- reversals -----------------------------------------------------------------------------
-
-
-def charged(tx, balance: int, amount: int, order_id: str = "order_1") -> tuple[str, str]:
-    cid = make_customer(tx, balance)
-    with tx() as s:
-        return cid, charges.charge(s, cid, amount, "USD", order_id).charge.charge_id
 
 
 def test_full_reversal_credits_back_the_applied_amount(tx) -> None:

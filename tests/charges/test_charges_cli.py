@@ -4,31 +4,17 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 
 import pytest
 
-from tests.support import ROOT, process_env
-from tests.test_charges import assert_verified, make_customer, usd
-from worker.cli import main
-from worker.config import get_settings
+from tests.support.charges import assert_verified, make_customer, usd
+from tests.support.cli import run_cli_process
 
 
-@pytest.fixture
-def cli(database_url, monkeypatch, capsys):
-    """``cli(*args)`` runs the CLI in-process on the test database: (exit code, stdout, stderr)."""
-    monkeypatch.setenv("DATABASE_URL", database_url)
+@pytest.fixture(autouse=True)
+def _refund_cap(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Refunds to wallet up to 10,000 minor units (the CLI reads the cap from the environment)."""
     monkeypatch.setenv("WALLET_REFUND_MAX", "10000")
-    get_settings.cache_clear()
-
-    def run(*args: str) -> tuple[int, str, str]:
-        with pytest.raises(SystemExit) as exited:
-            main(list(args))
-        out, err = capsys.readouterr()
-        return exited.value.code, out, err
-
-    yield run
-    get_settings.cache_clear()
 
 
 def test_charge_reverse_and_show_print_the_api_json(cli, tx) -> None:
@@ -106,17 +92,9 @@ def test_bad_input_is_one_stderr_line_and_exit_2(cli, tx, args, message) -> None
 
 def test_real_process_charge_exits_0_then_2_on_a_reused_key(database_url, tx) -> None:
     cid = make_customer(tx, 500)
-    env = process_env(DATABASE_URL=database_url)
 
     def run(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run(
-            [sys.executable, "-m", "worker", "wallet", "charge", cid, *args],
-            env=env,
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+        return run_cli_process(database_url, "wallet", "charge", cid, *args)
 
     ok = run("300", "--currency", "USD", "--order-id", "o1", "--json")
     assert ok.returncode == 0, ok.stderr

@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select, text
 
-from tests.support import wait_until
-from tests.test_charges import assert_verified, charged, make_customer, usd
+from tests.support.charges import assert_verified, charged, make_customer, usd
+from tests.support.processes import wait_until
 from worker import charges
 from worker.charges import ChargeView
 from worker.errors import ReversalExceedsCharge

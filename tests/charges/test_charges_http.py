@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.test_charges import assert_verified
+from tests.support.charges import assert_verified
 from webhooks import create_app
 
 AUTH = {"Authorization": "Bearer test-key"}

@@ -7,50 +7,14 @@ subprocess to prove the user sees one line on stderr and exit status 2, never a 
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from sqlalchemy import text
 
-from tests.support import ROOT, process_env
-from worker.cli import main
-from worker.config import Settings, get_settings
+from tests.support.cli import run_cli, run_cli_process
+from worker.config import Settings
 from worker.infra.db import get_engine
-
-
-@dataclass
-class Result:
-    code: int
-    out: str
-    err: str
-
-    def json(self):  # type: ignore[no-untyped-def]
-        return json.loads(self.out)
-
-
-@pytest.fixture
-def cli(settings: Settings, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture):
-    """``cli("wallet", "show", ...)`` runs the entry point against the test database."""
-    monkeypatch.setenv("DATABASE_URL", settings.database_url)
-    get_settings.cache_clear()
-
-    def run(*args: str) -> Result:
-        capsys.readouterr()
-        try:
-            main(list(args))
-        except SystemExit as exc:
-            code = exc.code
-        else:  # pragma: no cover - main always exits
-            code = 0
-        captured = capsys.readouterr()
-        return Result(int(code or 0), captured.out, captured.err)
-
-    yield run
-    get_settings.cache_clear()
 
 
 @pytest.fixture
@@ -61,37 +25,19 @@ def customer_id(cli) -> str:
     return result.json()["customer_id"]
 
 
-def run_subprocess(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "worker", *args],
-        env=process_env(DATABASE_URL=settings.database_url),
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-
-
 # -- happy paths ---------------------------------------------------------------------------
 
 
-def test_db_upgrade_and_downgrade_on_a_fresh_database(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
-) -> None:
-    monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path / 'fresh.db'}")
-    get_settings.cache_clear()
-    try:
-        for args, expected in (
-            (["db", "upgrade"], "database at head"),
-            (["db", "downgrade"], "database at base"),
-            (["db", "upgrade"], "database at head"),
-        ):
-            with pytest.raises(SystemExit) as exit_:
-                main(args)
-            assert exit_.value.code == 0
-            assert capsys.readouterr().out.strip() == expected
-    finally:
-        get_settings.cache_clear()
+def test_db_upgrade_and_downgrade_on_a_fresh_database(tmp_path: Path) -> None:
+    fresh = f"sqlite:///{tmp_path / 'fresh.db'}"
+    for args, expected in (
+        (["db", "upgrade"], "database at head"),
+        (["db", "downgrade"], "database at base"),
+        (["db", "upgrade"], "database at head"),
+    ):
+        result = run_cli(fresh, *args)
+        assert result.code == 0, result.err
+        assert result.out.strip() == expected
 
 
 def test_customers_create_text_then_existing_email(cli) -> None:
@@ -273,7 +219,7 @@ SUBPROCESS_CASES = [
 def test_bad_input_through_the_real_entry_point(
     settings: Settings, customer_id: str, args: list[str]
 ) -> None:
-    done = run_subprocess(settings, *(a.format(cid=customer_id) for a in args))
+    done = run_cli_process(settings.database_url, *(a.format(cid=customer_id) for a in args))
     assert done.returncode == 2
     assert done.stdout == ""
     assert len(done.stderr.splitlines()) == 1, done.stderr
@@ -282,6 +228,8 @@ def test_bad_input_through_the_real_entry_point(
 
 
 def test_real_entry_point_happy_path(settings: Settings, customer_id: str) -> None:
-    done = run_subprocess(settings, "wallet", "credit", customer_id, "42", "--currency", "INR")
+    done = run_cli_process(
+        settings.database_url, "wallet", "credit", customer_id, "42", "--currency", "INR"
+    )
     assert (done.returncode, done.stderr) == (0, "")
     assert done.stdout.strip().endswith(": INR balance 42")

@@ -11,7 +11,13 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from tests.support import ROOT, create_pg_database, drop_pg_database, gunicorn, process_env
+from tests.support.processes import (
+    ROOT,
+    create_pg_database,
+    drop_pg_database,
+    gunicorn,
+    process_env,
+)
 from worker import ledger
 from worker.config import Settings
 from worker.infra import migrate

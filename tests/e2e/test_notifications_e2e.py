@@ -16,8 +16,8 @@ import httpx
 import pytest
 from sqlalchemy import select
 
-from tests.receiver import Receiver, start_receiver
-from tests.support import (
+from tests.support.cli import run_cli
+from tests.support.processes import (
     celery_worker,
     create_pg_database,
     drop_pg_database,
@@ -29,6 +29,7 @@ from tests.support import (
     stop,
     wait_until,
 )
+from tests.support.receiver import Receiver, start_receiver
 from worker import ledger
 from worker.config import Settings
 from worker.infra import migrate
@@ -67,18 +68,9 @@ class Stack:
 
     def cli_here(self, *args: str) -> str:
         """Run a CLI command in this process (no subprocess start-up) against the stack's DB."""
-        from click.testing import CliRunner
-
-        from worker.cli import cli
-        from worker.config import get_settings
-
-        get_settings.cache_clear()
-        try:
-            result = CliRunner(env={"DATABASE_URL": self.env["DATABASE_URL"]}).invoke(cli, args)
-        finally:
-            get_settings.cache_clear()
-        assert result.exit_code == 0, result.output
-        return result.output
+        result = run_cli(self.env["DATABASE_URL"], *args)
+        assert result.code == 0, result.err
+        return result.out
 
     def messages(self, event_type: str) -> list[OutboxMessage]:
         with transaction(self.settings) as s:

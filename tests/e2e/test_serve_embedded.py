@@ -11,8 +11,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.support import free_port, process_env, stop, wait_until
-from tests.webhook_helpers import DODO_SECRET, dodo_payment, post_dodo
+from tests.support.processes import free_port, process_env, stop, wait_until
+from tests.support.webhooks import DODO_SECRET, dodo_payment, post_dodo
 
 pytestmark = pytest.mark.slow
 

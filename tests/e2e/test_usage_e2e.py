@@ -10,7 +10,7 @@ from pathlib import Path
 import dodopayments
 import pytest
 
-from tests.support import (
+from tests.support.processes import (
     celery_worker,
     create_pg_database,
     drop_pg_database,
@@ -20,7 +20,7 @@ from tests.support import (
     stop,
     wait_until,
 )
-from tests.usage_support import PRICING_TOML, accounting, assert_exact, new_customer
+from tests.support.usage import PRICING_TOML, accounting, assert_exact, new_customer
 from worker import usage
 from worker.config import Settings
 from worker.infra import migrate

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 import httpx
 import pytest
 
-from tests.support import celery_worker, gunicorn, redis_server, stop
-from tests.webhook_helpers import (
+from tests.support.processes import celery_worker, gunicorn, redis_server, stop
+from tests.support.webhooks import (
     dodo_headers,
     dodo_payment,
     dodo_refund,

@@ -20,7 +20,7 @@ import httpx
 from sqlalchemy import create_engine, text
 
 from tests.faults.pg_instance import PostgresInstance
-from tests.support import (
+from tests.support.processes import (
     create_pg_database,
     drop_pg_database,
     free_port,
@@ -29,8 +29,8 @@ from tests.support import (
     stop,
     wait_until,
 )
-from tests.usage_support import PRICING_TOML
-from tests.webhook_helpers import DODO_SECRET
+from tests.support.usage import PRICING_TOML
+from tests.support.webhooks import DODO_SECRET
 from worker.config import Settings
 from worker.infra import migrate
 

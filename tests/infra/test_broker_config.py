@@ -37,8 +37,8 @@ def test_visibility_timeout_must_be_a_positive_integer() -> None:
 # -- worker.infra.redis_transport ------------------------------------------------------------------
 
 
-def _one_unacked_message(transport: str) -> tuple[Connection, Any, Queue]:
-    connection = Connection("redis://127.0.0.1:6379/15", transport=transport)
+def _one_unacked_message(url: str, transport: str) -> tuple[Connection, Any, Queue]:
+    connection = Connection(url, transport=transport)
     queue = Queue(f"bw-test-{uuid.uuid4().hex}")
     channel = connection.channel()
     connection.Producer(channel).publish({"n": 1}, routing_key=queue.name, declare=[queue])
@@ -47,13 +47,13 @@ def _one_unacked_message(transport: str) -> tuple[Connection, Any, Queue]:
     return connection, channel, queue
 
 
-def test_a_detached_channel_still_requeues_what_it_holds() -> None:
+def test_a_detached_channel_still_requeues_what_it_holds(redis_url: str) -> None:
     # What Celery 5.7 does on broker loss: collect() detaches the transport from its
     # connection, then a second close() of a half-closed channel requeues its unacked messages.
-    connection, channel, queue = _one_unacked_message(TRANSPORT)
+    connection, channel, queue = _one_unacked_message(redis_url, TRANSPORT)
     connection.transport.client = None
     channel.close()  # the stock transport raises AttributeError here
-    with Connection("redis://127.0.0.1:6379/15") as fresh:
+    with Connection(redis_url) as fresh:
         again = queue(fresh.default_channel).get(no_ack=True)
         assert again is not None and again.payload == {"n": 1}
         queue(fresh.default_channel).delete()

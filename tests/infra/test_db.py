@@ -7,7 +7,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import DataError, OperationalError
 
-from tests.support import PG_ADMIN_DSN
+from tests.support.processes import PG_ADMIN_DSN
 from worker.config import Settings
 from worker.infra import db
 from worker.infra.db import get_engine, transaction

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import pkgutil
@@ -16,7 +17,7 @@ import pytest
 import worker
 import worker.infra
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 FORBIDDEN = ("celery", "kombu", "billiard", "flask", "webhooks", "tasks")
 EDGES = {"worker.celery", "worker.cli", "worker.infra.celery_app", "worker.infra.redis_transport"}
 CORE = ["ledger", "usage", "inbox", "payments", "notify", "charges", "jobs", "access"]
@@ -57,3 +58,15 @@ def test_the_core_contract_lists_every_module_but_the_edges() -> None:
     infra = {f"worker.infra.{m.name}" for m in pkgutil.iter_modules(worker.infra.__path__)}
     expected = (top - {"worker.infra", "worker.__main__"} | infra) - EDGES
     assert sorted(core["source_modules"]) == sorted(expected)
+
+
+def test_benchmarks_do_not_import_the_tests() -> None:
+    importers = []
+    for path in sorted((ROOT / "benchmarks").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            if isinstance(node, ast.ImportFrom) and node.level == 0:
+                names = [node.module or ""]
+            if any(n == "tests" or n.startswith("tests.") for n in names):
+                importers.append(path.relative_to(ROOT).as_posix())
+    assert importers == []

@@ -10,7 +10,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import inspect
 
-from tests.support import create_pg_database, drop_pg_database
+from tests.support.processes import create_pg_database, drop_pg_database
 from worker.config import Settings
 from worker.infra import migrate
 from worker.infra.db import get_engine

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
-from tests.support import ROOT, process_env
+from tests.support.processes import ROOT, process_env
 from worker import ledger
 from worker.config import Settings
 from worker.errors import DuplicateEntry, IdempotencyKeyReused, InsufficientBalance
@@ -214,12 +214,12 @@ def test_same_key_raced_with_different_currencies_posts_one_entry(settings: Sett
 def _hammer(
     settings: Settings, customer_id: str, plans: list[list[int]], tmp_path: Path, key: str = ""
 ) -> list[dict]:
-    """Run one ``tests.hammer`` process per plan, all released at once; their reports."""
+    """Run one ``tests.support.hammer`` process per plan, all released at once; their reports."""
     go = tmp_path / "go"
     args = [settings.database_url, customer_id]
     procs = [
         subprocess.Popen(
-            [sys.executable, "-m", "tests.hammer", *args, ",".join(map(str, p)), str(go)]
+            [sys.executable, "-m", "tests.support.hammer", *args, ",".join(map(str, p)), str(go)]
             + ([key] if key else []),
             env=process_env(),
             cwd=ROOT,

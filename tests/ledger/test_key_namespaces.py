@@ -13,8 +13,8 @@ import pytest
 from flask.testing import FlaskClient
 from sqlalchemy import select
 
-from tests.usage_support import PRICING, new_customer
-from tests.webhook_helpers import dodo_payment, dodo_refund
+from tests.support.usage import PRICING, new_customer
+from tests.support.webhooks import dodo_payment, dodo_refund
 from webhooks import create_app
 from worker import charges, inbox, ledger, usage
 from worker.config import Settings

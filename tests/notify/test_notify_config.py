@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-from click.testing import CliRunner
 
 from worker.config import ConfigError, Settings
 
@@ -42,26 +41,18 @@ def test_malformed_settings_fail_at_start_up(env: dict[str, str], message: str) 
         Settings.from_env(env)
 
 
-def test_set_threshold_cli_overrides_and_clears(settings: Settings, monkeypatch) -> None:
+def test_set_threshold_cli_overrides_and_clears(settings: Settings, cli) -> None:
     from worker import ledger
-    from worker.cli import cli
-    from worker.config import get_settings
     from worker.infra.db import transaction
 
     with transaction(settings) as s:
         cid = ledger.create_customer(s, email="t@example.com", name="T")[0].customer_id
-    monkeypatch.setenv("DATABASE_URL", settings.database_url)
-    get_settings.cache_clear()
-    try:
-        runner = CliRunner()
-        done = runner.invoke(cli, ["customers", "set-threshold", cid, "usd", "500"])
-        assert done.exit_code == 0, done.output
-        with transaction(settings) as s:
-            assert ledger.get_customer(s, cid).low_balance_thresholds == {"USD": 500}
-        runner.invoke(cli, ["customers", "set-threshold", cid, "USD", "--clear"])
-        with transaction(settings) as s:
-            assert ledger.get_customer(s, cid).low_balance_thresholds is None
-        bad = runner.invoke(cli, ["customers", "set-threshold", cid, "USD", "5.5"])
-        assert bad.exit_code != 0 and "amount: must be a whole number" in str(bad.exception)
-    finally:
-        get_settings.cache_clear()
+    done = cli("customers", "set-threshold", cid, "usd", "500")
+    assert done.code == 0, done.err
+    with transaction(settings) as s:
+        assert ledger.get_customer(s, cid).low_balance_thresholds == {"USD": 500}
+    cli("customers", "set-threshold", cid, "USD", "--clear")
+    with transaction(settings) as s:
+        assert ledger.get_customer(s, cid).low_balance_thresholds is None
+    bad = cli("customers", "set-threshold", cid, "USD", "5.5")
+    assert bad.code != 0 and "amount: must be a whole number" in bad.err

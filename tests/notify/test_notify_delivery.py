@@ -9,11 +9,10 @@ from email import message_from_bytes
 
 import pytest
 from aiosmtpd.controller import Controller
-from click.testing import CliRunner
 from sqlalchemy import select
 
-from tests.receiver import Receiver, start_receiver
-from tests.support import free_port
+from tests.support.processes import free_port
+from tests.support.receiver import Receiver, start_receiver
 from worker import ledger, notify
 from worker.config import Settings
 from worker.infra.db import transaction
@@ -174,31 +173,14 @@ def test_balance_low_email_reaches_a_real_smtp_server(settings: Settings) -> Non
     assert message_id in mail["Message-ID"]
 
 
-def test_endpoints_cli_add_list_remove(settings: Settings, monkeypatch) -> None:
-    from worker.cli import cli
-    from worker.config import get_settings
-
-    monkeypatch.setenv("DATABASE_URL", settings.database_url)
-    get_settings.cache_clear()
-    try:
-        runner = CliRunner()
-        added = runner.invoke(
-            cli,
-            [
-                "endpoints",
-                "add",
-                "http://127.0.0.1:1/x",
-                "--events",
-                "wallet.balance_low",
-                "--json",
-            ],
-        )
-        assert added.exit_code == 0, added.output
-        assert '"secret": "whsec_' in added.output
-        listed = runner.invoke(cli, ["endpoints", "list"])
-        assert "events=wallet.balance_low enabled" in listed.output
-        assert "whsec_" not in listed.output
-        bad = runner.invoke(cli, ["endpoints", "add", "http://x/y", "--events", "nope"])
-        assert bad.exit_code != 0 and "unknown event type(s) nope" in str(bad.exception)
-    finally:
-        get_settings.cache_clear()
+def test_endpoints_cli_add_list_remove(cli) -> None:
+    added = cli(
+        "endpoints", "add", "http://127.0.0.1:1/x", "--events", "wallet.balance_low", "--json"
+    )
+    assert added.code == 0, added.err
+    assert '"secret": "whsec_' in added.out
+    listed = cli("endpoints", "list")
+    assert "events=wallet.balance_low enabled" in listed.out
+    assert "whsec_" not in listed.out
+    bad = cli("endpoints", "add", "http://x/y", "--events", "nope")
+    assert bad.code != 0 and "unknown event type(s) nope" in bad.err

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from click.testing import CliRunner
 from sqlalchemy import select
 
-from tests.webhook_helpers import dodo_payment, dodo_refund, stripe_event
+from tests.support.webhooks import dodo_payment, dodo_refund, stripe_event
 from worker import inbox, ledger
 from worker.config import ConfigError, Settings, parse_topup_products
 from worker.models import InboxEvent, LedgerEntry
@@ -338,27 +337,17 @@ def test_stale_pending_ids_skip_fresh_and_finished_rows(tx) -> None:
         assert inbox.stale_pending_ids(s, 0) == [fresh]
 
 
-def test_cli_events_list_show_replay(settings, tx, monkeypatch) -> None:
-    from worker.cli import cli
-
-    monkeypatch.setenv("DATABASE_URL", settings.database_url)
-    from worker.config import get_settings
-
-    get_settings.cache_clear()
-    try:
-        event_id = receive(tx, {"type": "payment.succeeded", "data": "oops"})
-        process(tx, event_id)
-        runner = CliRunner()
-        listed = runner.invoke(cli, ["events", "list", "--status", "failed"])
-        assert listed.exit_code == 0 and f"{event_id}" in listed.output
-        shown = runner.invoke(cli, ["events", "show", str(event_id)])
-        assert '"status": "failed"' in shown.output
-        replayed = runner.invoke(cli, ["events", "replay", str(event_id)])
-        assert replayed.exit_code == 0 and "failed" in replayed.output
-        missing = runner.invoke(cli, ["events", "show", "999999"])
-        assert missing.exit_code != 0
-    finally:
-        get_settings.cache_clear()
+def test_cli_events_list_show_replay(cli, tx) -> None:
+    event_id = receive(tx, {"type": "payment.succeeded", "data": "oops"})
+    process(tx, event_id)
+    listed = cli("events", "list", "--status", "failed")
+    assert listed.code == 0 and f"{event_id}" in listed.out
+    shown = cli("events", "show", str(event_id))
+    assert '"status": "failed"' in shown.out
+    replayed = cli("events", "replay", str(event_id))
+    assert replayed.code == 0 and "failed" in replayed.out
+    missing = cli("events", "show", "999999")
+    assert missing.code != 0
 
 
 @pytest.mark.parametrize(

@@ -1,6 +1,6 @@
-"""A separate OS process that debits one wallet many times (used by tests/test_concurrency.py).
+"""A separate OS process that debits one wallet many times (tests/ledger/test_concurrency.py).
 
-``python -m tests.hammer DATABASE_URL CUSTOMER_ID AMOUNTS GO_FILE [IDEMPOTENCY_KEY]``
+``python -m tests.support.hammer DATABASE_URL CUSTOMER_ID AMOUNTS GO_FILE [IDEMPOTENCY_KEY]``
 
 AMOUNTS is a comma-separated list of debits; each runs in its own transaction through
 ``worker.ledger.post_entry``. The process waits for GO_FILE to exist so that every hammer

@@ -17,14 +17,14 @@ import stripe
 from sqlalchemy import func, select
 from standardwebhooks import Webhook
 
-from tests.support import create_pg_database, drop_pg_database, process_env, wait_until
+from tests.support.processes import create_pg_database, drop_pg_database, process_env, wait_until
 from worker.config import Settings
 from worker.infra import migrate
 from worker.infra.db import get_engine, transaction
 from worker.models import InboxEvent
 
 # Copies of /work/shared/fixtures/dodo (Dodo-shaped payloads), so a fresh clone is complete.
-FIXTURES = Path(__file__).resolve().parent / "fixtures" / "dodo"
+FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "dodo"
 
 DODO_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 OTHER_SECRET = "whsec_" + "QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVo0NTY3ODk="

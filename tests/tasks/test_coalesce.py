@@ -7,7 +7,7 @@ import threading
 import time
 
 from tasks.coalesce import Coalescer
-from tests.support import wait_until
+from tests.support.processes import wait_until
 
 
 def test_kicks_close_together_share_one_send_and_a_later_kick_gets_its_own() -> None:

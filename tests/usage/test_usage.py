@@ -15,8 +15,8 @@ import httpx
 import pytest
 from sqlalchemy import select
 
-from tests.support import ROOT, process_env
-from tests.usage_support import PRICING_TOML, accounting, assert_exact, new_customer
+from tests.support.processes import ROOT, process_env
+from tests.support.usage import PRICING_TOML, accounting, assert_exact, new_customer
 from webhooks import create_app
 from worker import usage
 from worker.config import ConfigError, Settings
@@ -318,7 +318,7 @@ def test_insufficient_balance_debits_what_it_can_and_settles_after_top_up(client
 def test_cli_lists_unbilled_usage(app_settings, tx):
     with tx() as s:
         cid = new_customer(s, "ivy@example.com", credit=0)
-        from tests.usage_support import PRICING
+        from tests.support.usage import PRICING
 
         usage.ingest(
             s,

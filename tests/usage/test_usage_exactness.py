@@ -9,7 +9,7 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
-from tests.usage_support import accounting, assert_exact, new_customer
+from tests.support.usage import accounting, assert_exact, new_customer
 from worker import usage
 from worker.ledger.schemas import USAGE_SCALE
 from worker.usage.pricing import InvalidQuantity, Price, Pricing

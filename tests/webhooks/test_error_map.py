@@ -14,7 +14,7 @@ import worker
 from webhooks.errors import HEADERS, STATUS, status_of
 from worker.errors import BillingError, ValidationFailed
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 PROJECT_PACKAGES = (worker, webhooks, tasks)
 
 # The one status literal allowed outside webhooks/errors.py. GET /healthz answers 503 when a

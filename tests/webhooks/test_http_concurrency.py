@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
-from tests.support import create_pg_database, drop_pg_database, gunicorn, process_env
+from tests.support.processes import create_pg_database, drop_pg_database, gunicorn, process_env
 from worker import ledger
 from worker.config import Settings
 from worker.infra import migrate

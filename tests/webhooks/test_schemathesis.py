@@ -14,7 +14,7 @@ import schemathesis
 from hypothesis import HealthCheck, settings
 from schemathesis import GenerationMode, checks
 
-from tests.support import create_pg_database, drop_pg_database
+from tests.support.processes import create_pg_database, drop_pg_database
 from webhooks import create_app
 from worker import ledger
 from worker.config import Settings

@@ -16,7 +16,7 @@ import httpx
 import pytest
 from dodopayments import DodoPayments
 
-from tests.support import create_pg_database, drop_pg_database, gunicorn, process_env
+from tests.support.processes import create_pg_database, drop_pg_database, gunicorn, process_env
 from worker.config import Settings
 from worker.infra import migrate
 from worker.infra.db import get_engine

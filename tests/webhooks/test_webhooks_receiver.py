@@ -7,7 +7,7 @@ import time
 import pytest
 from sqlalchemy import func, select
 
-from tests.webhook_helpers import (
+from tests.support.webhooks import (
     DODO_SECRET,
     OTHER_SECRET,
     STRIPE_SECRET,
