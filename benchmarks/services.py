@@ -15,6 +15,7 @@ from pathlib import Path
 
 from benchmarks.clients import API_KEY, WEBHOOK_SECRET
 from benchmarks.common import Context
+from benchmarks.support import USAGE_PRICING_TOML as PRICING
 from benchmarks.support import celery_worker, gunicorn, process_env
 from worker.infra.processes import stop
 
@@ -22,15 +23,6 @@ from worker.infra.processes import stop
 WEB_WORKERS = 3
 WEB_THREADS = 4
 CELERY_CONCURRENCY = 2
-PRICING = """
-[prices.api_call]
-currency = "USD"
-unit_amount = "0.3"
-[prices.llm_tokens]
-currency = "USD"
-unit_amount = "0.002"
-quantity_key = "tokens"
-"""
 
 # gthread keeps connections alive (sync closes each one and lingers for the client's FIN);
 # it measured ~40% more req/s than sync workers on this machine.

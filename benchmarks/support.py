@@ -33,6 +33,26 @@ PG_URL_TEMPLATE = os.environ.get(
 )
 
 
+# Two USD prices (a per-call one and a per-token one), the usage tests' and benchmarks' tariff.
+USAGE_PRICING_TOML = """
+[prices.api_call]
+currency = "USD"
+unit_amount = "0.3"
+
+[prices.llm_tokens]
+currency = "USD"
+unit_amount = "0.002"
+quantity_key = "tokens"
+"""
+
+
+def redis_command(port: int, directory: Path) -> list[str]:
+    """``redis-server`` on 127.0.0.1:``port``, nothing persisted."""
+    binary = shutil.which("redis-server") or "/usr/bin/redis-server"
+    args = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", ""]
+    return [*args, "--appendonly", "no", "--dir", str(directory)]
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -79,11 +99,8 @@ def spawn(args: list[str], env: Mapping[str, str], log: Path) -> subprocess.Pope
 @contextmanager
 def redis_server(tmp: Path) -> Iterator[tuple[str, subprocess.Popen]]:
     """A private redis-server on a spare port; yields (url, process)."""
-    binary = shutil.which("redis-server") or "/usr/bin/redis-server"
     port = free_port()
-    args = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", ""]
-    args += ["--appendonly", "no", "--dir", str(tmp)]
-    proc = spawn(args, os.environ, tmp / f"redis-{port}.log")
+    proc = spawn(redis_command(port, tmp), os.environ, tmp / f"redis-{port}.log")
     url = f"redis://127.0.0.1:{port}/0"
 
     def up() -> bool:

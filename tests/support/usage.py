@@ -7,21 +7,13 @@ from decimal import Decimal
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from benchmarks.support import USAGE_PRICING_TOML
 from worker import ledger
 from worker.ledger.schemas import USAGE_SCALE
 from worker.models import LedgerEntry, UsageEvent, Wallet
 from worker.usage.pricing import Price, Pricing
 
-PRICING_TOML = """
-[prices.api_call]
-currency = "USD"
-unit_amount = "0.3"
-
-[prices.llm_tokens]
-currency = "USD"
-unit_amount = "0.002"
-quantity_key = "tokens"
-"""
+PRICING_TOML = USAGE_PRICING_TOML
 
 PRICING = Pricing(
     prices={
