@@ -47,7 +47,7 @@ PG_ADMIN_DSN = os.environ.get(
 
 def _scratch_database(stack: ExitStack) -> tuple[str, str]:
     """A new PostgreSQL database, dropped on exit; returns (SQLAlchemy URL, libpq DSN)."""
-    from tests.support import create_pg_database, drop_pg_database
+    from benchmarks.support import create_pg_database, drop_pg_database
 
     name, url = create_pg_database("bw_bench")
     stack.callback(drop_pg_database, name)
@@ -63,7 +63,7 @@ def _redis(stack: ExitStack, workdir: str) -> str:
         return "redis://127.0.0.1:6379/15"
     from pathlib import Path
 
-    from tests.support import redis_server
+    from benchmarks.support import redis_server
 
     url, _proc = stack.enter_context(redis_server(Path(workdir)))
     return url

@@ -1,6 +1,6 @@
 """Shared process and load-generator plumbing: gunicorn, celery and wrk, started one way.
 
-The services are the real ones (``tests.support`` starts them with this checkout on
+The services are the real ones (``benchmarks.support`` starts them with this checkout on
 PYTHONPATH); every benchmark gets the run's private redis-server through ``ctx.redis_url``.
 """
 
@@ -15,21 +15,14 @@ from pathlib import Path
 
 from benchmarks.clients import API_KEY, WEBHOOK_SECRET
 from benchmarks.common import Context
-from tests.support import celery_worker, gunicorn, process_env, stop
+from benchmarks.support import USAGE_PRICING_TOML as PRICING
+from benchmarks.support import celery_worker, gunicorn, process_env
+from worker.infra.processes import stop
 
 # The one web server and Celery worker every HTTP benchmark shares (started once per run).
 WEB_WORKERS = 3
 WEB_THREADS = 4
 CELERY_CONCURRENCY = 2
-PRICING = """
-[prices.api_call]
-currency = "USD"
-unit_amount = "0.3"
-[prices.llm_tokens]
-currency = "USD"
-unit_amount = "0.002"
-quantity_key = "tokens"
-"""
 
 # gthread keeps connections alive (sync closes each one and lingers for the client's FIN);
 # it measured ~40% more req/s than sync workers on this machine.

@@ -20,7 +20,7 @@ from benchmarks import services
 from benchmarks.clients import USAGE_CUSTOMERS as CUSTOMERS
 from benchmarks.clients import post_usage, usage_event
 from benchmarks.common import Context, Row
-from tests.support import wait_until
+from benchmarks.support import wait_until
 from worker import ledger
 from worker.config import Settings
 from worker.infra.db import dispose_engines, transaction

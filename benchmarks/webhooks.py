@@ -25,7 +25,7 @@ from benchmarks.clients import WEBHOOK_SECRET as SECRET
 from benchmarks.clients import signed_delivery
 from benchmarks.common import Context, Row
 from benchmarks.pgbench import run_script
-from tests.support import wait_until
+from benchmarks.support import wait_until
 from worker.config import Settings
 from worker.infra.db import get_engine, transaction
 from worker.models import Base, InboxEvent, Wallet

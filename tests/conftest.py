@@ -1,22 +1,42 @@
-"""Fixtures: each ledger test runs on SQLite and on PostgreSQL, each in a fresh schema."""
+"""Fixtures: each ledger test runs on SQLite and on PostgreSQL, each in a fresh schema, and
+each test starts from a fresh process's state (no test reads what another left behind)."""
 
 from __future__ import annotations
 
+import functools
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from tests.support import create_pg_database, drop_pg_database
+from tests.support.cli import CliResult, run_cli
+from tests.support.processes import create_pg_database, drop_pg_database, redis_server
+from tests.support.state import preserved_process_state, reset_process_state
 from worker.config import Settings
 from worker.infra import migrate
 from worker.infra.db import dispose_engines, get_engine, transaction
 from worker.models import Base
 
 BACKENDS = ["sqlite", "postgresql"]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _fresh_module() -> Iterator[None]:
+    """Each test file starts, and leaves, the process as a fresh interpreter has it."""
+    reset_process_state()
+    yield
+    reset_process_state()
+
+
+@pytest.fixture(autouse=True)
+def _fresh_test() -> Iterator[None]:
+    """Nothing a test installs or caches process-wide outlives it (module fixtures' state
+    is restored for the next test of the file)."""
+    with preserved_process_state():
+        yield
 
 
 @pytest.fixture(scope="session")
@@ -80,3 +100,17 @@ def session(settings: Settings) -> Iterator[Session]:
 def tx(settings: Settings):
     """``tx()`` opens a new committed transaction on the test database."""
     return lambda: transaction(settings)
+
+
+@pytest.fixture
+def cli(database_url: str) -> Callable[..., CliResult]:
+    """``cli("wallet", "show", ...)`` runs the ``billing-worker`` entry point in-process on the
+    test database; a ``CliResult(code, out, err)``."""
+    return functools.partial(run_cli, database_url)
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A private redis-server for the run, started on first use on a spare port."""
+    with redis_server(tmp_path_factory.mktemp("redis")) as (url, _):
+        yield url

@@ -15,8 +15,8 @@ import httpx
 from sqlalchemy import create_engine, text
 
 from tests.faults.stack import API_KEY, Stack
-from tests.usage_support import accounting, assert_exact, new_customer
-from tests.webhook_helpers import dodo_headers, dodo_payment, dumps
+from tests.support.usage import accounting, assert_exact, new_customer
+from tests.support.webhooks import dodo_headers, dodo_payment, dumps
 from worker.infra.db import transaction
 
 # Every payment credits this much; every usage event is an ``api_call`` at 0.3 cents, so a
@@ -166,7 +166,7 @@ def in_flight(stack: Stack) -> int:
 
 def wait_settled(stack: Stack, timeout: float, what: str) -> None:
     """Until no inbox event and no usage event is pending."""
-    from tests.support import wait_until
+    from tests.support.processes import wait_until
 
     def settled() -> bool:
         try:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import psycopg
 
-from tests.support import free_port
+from tests.support.processes import free_port
 
 
 def _bin(name: str) -> str:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -19,8 +18,9 @@ from pathlib import Path
 import httpx
 from sqlalchemy import create_engine, text
 
+from benchmarks.support import redis_command
 from tests.faults.pg_instance import PostgresInstance
-from tests.support import (
+from tests.support.processes import (
     create_pg_database,
     drop_pg_database,
     free_port,
@@ -29,10 +29,11 @@ from tests.support import (
     stop,
     wait_until,
 )
-from tests.usage_support import PRICING_TOML
-from tests.webhook_helpers import DODO_SECRET
+from tests.support.usage import PRICING_TOML
+from tests.support.webhooks import DODO_SECRET
 from worker.config import Settings
 from worker.infra import migrate
+from worker.infra.processes import celery_command
 
 API_KEY = "fault-key"
 
@@ -103,21 +104,8 @@ class Stack:
 
     # -- redis -------------------------------------------------------------------------------
     def start_redis(self) -> None:
-        binary = shutil.which("redis-server") or "/usr/bin/redis-server"
         self.redis = spawn(
-            [
-                binary,
-                "--port",
-                str(self.redis_port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                str(self.tmp),
-            ],
+            redis_command(self.redis_port, self.tmp),
             os.environ,
             self.tmp / "redis.log",
         )
@@ -187,21 +175,7 @@ class Stack:
     def start_worker(self, concurrency: int = 2, *extra: str) -> None:
         self._ready_before = self._ready_lines()
         self.worker = spawn(
-            [
-                sys.executable,
-                "-m",
-                "celery",
-                "-A",
-                "worker",
-                "worker",
-                "--loglevel",
-                "INFO",
-                "--concurrency",
-                str(concurrency),
-                "--without-gossip",
-                "--without-mingle",
-                *extra,
-            ],
+            celery_command(concurrency, ["--without-gossip", "--without-mingle", *extra]),
             self.env,
             self.tmp / "worker.log",
         )

@@ -30,8 +30,8 @@ from tests.faults.chaos_support import (
     wait_settled,
 )
 from tests.faults.stack import Stack
-from tests.support import wait_until
-from tests.webhook_helpers import dodo_headers, dumps
+from tests.support.processes import wait_until
+from tests.support.webhooks import dodo_headers, dumps
 from worker.infra.celery_app import make_celery
 
 pytestmark = pytest.mark.slow

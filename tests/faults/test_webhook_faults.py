@@ -10,7 +10,7 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
-from tests.support import (
+from tests.support.processes import (
     celery_worker,
     free_port,
     gunicorn,
@@ -19,7 +19,7 @@ from tests.support import (
     stop,
     wait_until,
 )
-from tests.webhook_helpers import (
+from tests.support.webhooks import (
     DODO_SECRET,
     dodo_headers,
     dodo_payment,

@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 import time
 
 import click
 
 from worker.infra import migrate
+from worker.infra.processes import celery_command, gunicorn_command, spawn, stop_all
 
 
 @click.command()
@@ -29,37 +28,12 @@ def serve(port: int, host: str) -> None:
     """Migrate, then run gunicorn, a Celery worker and beat until interrupted."""
     migrate.upgrade()
     commands = {
-        "web": [
-            sys.executable,
-            "-m",
-            "gunicorn",
-            "-c",
-            "python:worker.gunicorn_conf",
-            "webhooks:create_app()",
-            "--bind",
-            f"{host}:{port}",
-            "--workers",
-            "2",
-            "--threads",
-            "4",
-            "--access-logfile",
-            "-",
-        ],
-        "worker": [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "worker",
-            "worker",
-            "--beat",
-            "--loglevel",
-            "INFO",
-            "--concurrency",
-            "2",
-        ],
+        "web": gunicorn_command(
+            f"{host}:{port}", workers=2, extra=["--threads", "4", "--access-logfile", "-"]
+        ),
+        "worker": celery_command(concurrency=2, extra=["--beat"]),
     }
-    children = {name: subprocess.Popen(cmd) for name, cmd in commands.items()}
+    children = {name: spawn(cmd) for name, cmd in commands.items()}
     click.echo(f"billing-worker on http://{host}:{port} (web + worker + beat); Ctrl-C stops")
     stopping = False
 
@@ -73,14 +47,7 @@ def serve(port: int, host: str) -> None:
         while not stopping and all(c.poll() is None for c in children.values()):
             time.sleep(0.5)
     finally:
-        for child in children.values():
-            if child.poll() is None:
-                child.terminate()
-        for child in children.values():
-            try:
-                child.wait(15)
-            except subprocess.TimeoutExpired:
-                child.kill()
+        stop_all(children.values(), timeout=15)
     failed = [n for n, c in children.items() if c.returncode not in (0, -15, None) and not stopping]
     if failed:
         raise click.ClickException(f"{', '.join(failed)} exited unexpectedly")

@@ -129,3 +129,14 @@ def install() -> None:
     event.listen(Session, "after_commit", _after_commit)
     event.listen(Session, "after_rollback", _after_rollback)
     _installed = True
+
+
+def uninstall() -> None:
+    """Remove the listeners again (tests start each one from a fresh process's state)."""
+    global _installed
+    if not _installed:
+        return
+    event.remove(Session, "before_commit", _before_commit)
+    event.remove(Session, "after_commit", _after_commit)
+    event.remove(Session, "after_rollback", _after_rollback)
+    _installed = False

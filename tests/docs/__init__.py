@@ -1,0 +1,1 @@
+"""The README and docs/ stay true to the code."""

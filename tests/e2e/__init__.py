@@ -1,0 +1,1 @@
+"""Whole-stack tests: gunicorn, Celery and beat as real processes on a private redis-server."""

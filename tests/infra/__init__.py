@@ -1,0 +1,1 @@
+"""Infrastructure (worker/infra/): database, broker, migrations, import contracts."""

@@ -1,0 +1,1 @@
+"""The ledger (worker/ledger/): posting pipeline, keys, customers, wallets, verify."""

@@ -1,0 +1,1 @@
+"""Notifications (worker/notify/): low-balance crossings, configuration, delivery."""

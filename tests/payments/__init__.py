@@ -1,0 +1,1 @@
+"""The inbox and payment-provider handlers (worker/inbox/, worker/payments/)."""

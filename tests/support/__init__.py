@@ -1,0 +1,1 @@
+"""Helpers shared by the tests: real processes, webhook payloads, usage accounting."""

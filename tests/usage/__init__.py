@@ -1,0 +1,1 @@
+"""Usage billing and settlement (worker/usage/)."""

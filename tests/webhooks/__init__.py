@@ -1,0 +1,1 @@
+"""The HTTP app (webhooks/api/, webhooks/providers/) and its error map."""
