@@ -9,7 +9,8 @@ inbox row, a usage batch, an outbox message) commit or roll back together.
 - ``customers``, ``wallets``: the accounts, and the lock a posting takes on them;
 - ``keys``: idempotency keys in two namespaces (client and system), fingerprints;
 - ``legs``: what a posting is made of, and the one builder of entry rows;
-- ``posting``: the pipeline; ``pg``: its PostgreSQL statements; ``alone``: the one-statement,
+- ``posting``: the pipeline and its one-statement path; ``transactional``: its transactional
+  path; ``pg``: its PostgreSQL statements; ``alone``: the one-statement,
   autocommitted path of the API's ledger-entries call;
 - ``entries``, ``verify``: reading the ledger and checking it.
 """
