@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import bindparam, select, text, tuple_, update
+from sqlalchemy import bindparam, select, text, update
 from sqlalchemy.orm import Session
 
 from worker import ledger, notify
@@ -208,32 +208,6 @@ _MARK_PG = text("""
          AS v(seq, status, unbilled, entry)
     WHERE u.seq = v.seq AND u.status = 'pending'
 """)
-
-
-def _lock_wallets(session: Session, keys: list[tuple[str, str]]) -> dict[tuple[str, str], Wallet]:
-    """Lock every wallet of ``keys`` as ORM objects, in key order (settlement's path).
-
-    One fixed order (customer_id, currency) for every batch means two workers whose batches
-    share wallets queue on each other instead of deadlocking.
-    """
-
-    def fetch() -> dict[tuple[str, str], Wallet]:
-        found = session.scalars(
-            select(Wallet)
-            .where(tuple_(Wallet.customer_id, Wallet.currency).in_(keys))
-            .order_by(Wallet.customer_id, Wallet.currency)
-            .with_for_update()
-            .execution_options(populate_existing=True)
-        ).all()
-        return {(w.customer_id, w.currency): w for w in found}
-
-    wallets = fetch()
-    missing = [k for k in keys if k not in wallets]
-    if missing:  # a currency configured after the customer was created
-        for customer_id in sorted({k[0] for k in missing}):
-            ledger.ensure_wallets(session, customer_id)
-        wallets = fetch()
-    return wallets
 
 
 def _allocate_shortfall(rows: Sequence[Any], shortfall: int) -> dict[int, int]:

@@ -9,7 +9,6 @@ from sqlalchemy.orm import Session
 
 from worker import ledger
 from worker.models import UsageEvent
-from worker.usage.billing import _lock_wallets
 
 
 @dataclass
@@ -43,7 +42,8 @@ def settle(session: Session, customer_id: str | None = None) -> list[Settled]:
 
 
 def _settle_wallet(session: Session, customer_id: str, currency: str) -> Settled:
-    wallet = _lock_wallets(session, [(customer_id, currency)])[(customer_id, currency)]
+    locked = ledger.lock_wallets(session, [(customer_id, currency)])
+    wallet = locked[(customer_id, currency)]
     rows = session.execute(
         select(UsageEvent.seq, UsageEvent.unbilled_amount, UsageEvent.event_name)
         .where(
@@ -57,8 +57,7 @@ def _settle_wallet(session: Session, customer_id: str, currency: str) -> Settled
     owed = sum(r.unbilled_amount for r in rows)
     if not rows or wallet.balance == 0 or owed == 0:
         return Settled(customer_id, currency, 0, 0, owed, None)
-    posted = ledger.post_entry(
-        session,
+    leg = ledger.Leg(
         customer_id=customer_id,
         currency=currency,
         amount=owed,
@@ -67,10 +66,10 @@ def _settle_wallet(session: Session, customer_id: str, currency: str) -> Settled
         event_type="usage",
         reason=f"usage settlement: {len(rows)} unbilled event(s) "
         f"({', '.join(sorted({r.event_name for r in rows}))})"[:1000],
-        idempotency_key=ledger.system_key(
-            "usage-settle", rows[0].seq, rows[0].unbilled_amount, currency
-        ),
+        key=ledger.system_key("usage-settle", rows[0].seq, rows[0].unbilled_amount, currency),
     )
+    # The wallet is locked above, so the posting does not read it again.
+    [posted] = ledger.post(session, [leg], locked=locked)
     paid = posted.entry.amount if posted else 0
     left = paid
     settled = 0
