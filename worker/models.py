@@ -51,6 +51,10 @@ LEDGER_EVENT_TYPES = (
 # for its own effects (worker.ledger.keys).
 KEY_SCOPES = ("client", "system")
 
+# What a credit lot is: bought, or given (spent first among lots expiring together, and
+# reported apart when it expires: finance recognises the two differently).
+LOT_CATEGORIES = ("paid", "promotional")
+
 _ALPHABET = string.ascii_letters + string.digits
 
 
@@ -212,6 +216,86 @@ class LedgerEntry(Base):
     # sha256 of the parameters that created the entry: a retry must match it.
     fingerprint: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # Who posted it: an API key's id, webhook:dodo, webhook:stripe, usage, system or cli
+    # ("unknown" for entries posted before actors were recorded).
+    actor: Mapped[str] = mapped_column(String(64), server_default="unknown")
+
+
+class CreditLot(Base):
+    """The credit one credit entry brought, and how much of it is left to spend.
+
+    A wallet's balance is the sum of its lots' ``remaining``. A lot is live (spendable) until
+    ``expires_at``; after it, what remains waits, unspendable, for its ``expiration`` entry,
+    which records it in ``expired`` and takes ``remaining`` to 0.
+    """
+
+    __tablename__ = "credit_lots"
+    __table_args__ = (
+        CheckConstraint("amount > 0", name="amount_positive"),
+        CheckConstraint("remaining >= 0", name="remaining_non_negative"),
+        CheckConstraint("expired >= 0", name="expired_non_negative"),
+        CheckConstraint("remaining + expired <= amount", name="within_amount"),
+        CheckConstraint(
+            "category IN (" + ", ".join(f"'{c}'" for c in LOT_CATEGORIES) + ")",
+            name="category_valid",
+        ),
+        ForeignKeyConstraint(
+            ["customer_id", "currency"],
+            ["wallets.customer_id", "wallets.currency"],
+            name="fk_credit_lots_wallet",
+        ),
+        # A debit reads the wallet's lots that still hold something.
+        Index(
+            "ix_credit_lots_wallet_open",
+            "customer_id",
+            "currency",
+            postgresql_where=text("remaining > 0"),
+            sqlite_where=text("remaining > 0"),
+        ),
+        # The expiry sweep walks only lots that still hold something and do expire.
+        Index(
+            "ix_credit_lots_expiring",
+            "expires_at",
+            postgresql_where=text("remaining > 0 AND expires_at IS NOT NULL"),
+            sqlite_where=text("remaining > 0 AND expires_at IS NOT NULL"),
+        ),
+    )
+
+    # seq orders lots by age (created_at ties within a posting); id is the public identifier.
+    seq: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    id: Mapped[str] = mapped_column(String(64), unique=True)
+    customer_id: Mapped[str] = mapped_column(String(64))
+    currency: Mapped[str] = mapped_column(String(3))
+    # The credit entry that brought it; NULL for a wallet's opening lot (its balance when
+    # lots were introduced, migration 0010).
+    entry_id: Mapped[str | None] = mapped_column(ForeignKey("ledger_entries.id"), unique=True)
+    amount: Mapped[int] = mapped_column(BigInteger)
+    remaining: Mapped[int] = mapped_column(BigInteger)
+    expired: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    category: Mapped[str] = mapped_column(String(12), default="paid", server_default="paid")
+    expires_at: Mapped[datetime | None] = mapped_column()
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class LotConsumption(Base):
+    """How much one debit entry took from one lot (a debit spanning lots has several)."""
+
+    __tablename__ = "lot_consumptions"
+    __table_args__ = (CheckConstraint("amount > 0", name="amount_positive"),)
+
+    entry_id: Mapped[str] = mapped_column(ForeignKey("ledger_entries.id"), primary_key=True)
+    lot_id: Mapped[str] = mapped_column(ForeignKey("credit_lots.id"), primary_key=True, index=True)
+    amount: Mapped[int] = mapped_column(BigInteger)
+
+
+class LedgerMarker(Base):
+    """Named points in the ledger's history (``lots_from_seq``: the first entry whose lots
+    are recorded; earlier debits consumed nothing that ``verify`` could check)."""
+
+    __tablename__ = "ledger_markers"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[int] = mapped_column(BigInteger)
 
 
 class ApiKey(Base):

@@ -385,8 +385,11 @@ def test_post_alone_commits_the_entry_and_the_balance_together(
         0,
         700,
     )
-    debited = alone(settings, customer_id, 200, is_credit=False)
-    assert debited is not None and debited.wallet.balance == 500
+    # A debit must read the lots it spends after locking the wallet: it declines, and a
+    # transaction posts it (post_own).
+    assert alone(settings, customer_id, 200, is_credit=False) is None
+    debited = ledger.post_own(settings, ledger.Leg(customer_id, "USD", 200, is_credit=False))
+    assert debited.wallet.balance == 500
     # Committed (no transaction of ours around it), and exactly as post_entry would write it.
     assert balance(tx, customer_id) == 500
     with tx() as s:
@@ -436,15 +439,14 @@ def test_post_alone_leaves_a_low_balance_crossing_to_a_transaction(
     watched = settings.with_overrides(low_balance_thresholds="USD=500")
     with transaction(watched) as s:  # the check before commit arms the wallet: normal
         ledger.post_entry(s, customer_id=customer_id, currency="USD", amount=1_000, is_credit=True)
-    assert alone(watched, customer_id, 100, is_credit=False) is not None  # 900: still normal
-    assert alone(watched, customer_id, 500, is_credit=False) is None  # 400 would cross
-    assert balance(tx, customer_id) == 900
+    assert alone(watched, customer_id, 100) is not None  # 1,100: still normal
     with transaction(watched) as s:
-        ledger.post_entry(s, customer_id=customer_id, currency="USD", amount=500, is_credit=False)
+        ledger.post_entry(s, customer_id=customer_id, currency="USD", amount=800, is_credit=False)
     with tx() as s:
         assert ledger.get_wallet(s, customer_id, "USD").low_state == "low"
-    assert alone(watched, customer_id, 50, is_credit=False) is not None  # 350: still low
+    assert alone(watched, customer_id, 50) is not None  # 350: still low
     assert alone(watched, customer_id, 1_000) is None  # 1,350 would recover
+    assert balance(tx, customer_id) == 350
 
 
 @pytest.mark.parametrize("backend", ["postgresql"])

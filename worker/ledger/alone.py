@@ -19,7 +19,7 @@ from worker.errors import DuplicateEntry
 from worker.infra.db import autocommit_first, get_engine, transaction
 from worker.infra.metrics import LEDGER_ENTRIES
 from worker.ledger import pg
-from worker.ledger.legs import Leg, OnShort, Posted, prepare
+from worker.ledger.legs import Leg, Posted, prepare
 from worker.ledger.objects import snapshot, transient
 from worker.ledger.posting import post, statement_result, statement_values
 from worker.ledger.wallets import get_wallet, wallet_columns
@@ -59,9 +59,9 @@ def _in_transaction(settings: Settings, leg: Leg, *, savepoint: bool) -> Posted:
 
 
 def post_alone(settings: Settings, leg: Leg) -> Posted | None:
-    """Post ``leg`` as one autocommitted statement, or return None having written nothing
-    (funds short, key used, no wallet yet, a low-balance crossing, SQLite, ...): the caller
-    then posts it in a transaction, which also says why.
+    """Post the credit ``leg`` as one autocommitted statement, or return None having written
+    nothing (a debit, key used, no wallet yet, a low-balance crossing, SQLite, ...): the
+    caller then posts it in a transaction, which also says why.
 
     Database errors other than a lost race for the key are raised (``OperationalError`` and
     the like): a connection lost after the statement was sent leaves its outcome unknown (the
@@ -70,7 +70,7 @@ def post_alone(settings: Settings, leg: Leg) -> Posted | None:
     """
     if (
         get_engine(settings).dialect.name != "postgresql"
-        or leg.on_short is not OnShort.REFUSE
+        or not leg.is_credit
         or notify.wants(settings, "wallet.ledger_entry.created")
     ):
         return None

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import StrEnum
 from functools import cached_property
 from typing import Any
@@ -19,7 +19,7 @@ from worker.config import Settings
 from worker.errors import ValidationFailed
 from worker.ledger.keys import IdempotencyKey, fingerprint, validate_key
 from worker.ledger.validation import currency_of, validate_amount, validate_event_type
-from worker.models import LedgerEntry, Wallet
+from worker.models import LOT_CATEGORIES, LedgerEntry, Wallet, utcnow
 from worker.notify.lowbalance import WalletState
 
 
@@ -45,6 +45,14 @@ class Leg:
     reference_object_id: str | None = None
     key: IdempotencyKey | None = None
     on_short: OnShort = OnShort.REFUSE
+    # Who posts it: an API key's id, webhook:dodo, webhook:stripe, usage, system or cli.
+    actor: str = "system"
+    # Credits: the lot's category (None: paid) and when it expires (None: never).
+    category: str | None = None
+    expires_at: datetime | None = None
+    # Debits: a lot to take from before the others (a top-up's reversal takes back its own
+    # lot first); for an ``expiration``, the one expired lot it takes.
+    lot_id: str | None = None
 
     @property
     def delta(self) -> int:
@@ -66,6 +74,10 @@ class Leg:
         }
         if self.on_short is not OnShort.REFUSE:
             params["on_short"] = self.on_short.value
+        if self.category is not None:
+            params["category"] = self.category
+        if self.expires_at is not None:
+            params["expires_at"] = self.expires_at.isoformat()
         return params
 
     def fingerprint(self) -> str:
@@ -86,6 +98,21 @@ def prepare(settings: Settings, leg: Leg) -> Leg:
         raise ValidationFailed("entry_type", "must be credit or debit")
     if leg.is_credit and leg.on_short is not OnShort.REFUSE:
         raise ValidationFailed("on_short", "applies to debits only")
+    if leg.category is not None and (not leg.is_credit or leg.category not in LOT_CATEGORIES):
+        raise ValidationFailed(
+            "category",
+            f"must be one of {', '.join(LOT_CATEGORIES)}" if leg.is_credit else "credits only",
+        )
+    if leg.expires_at is not None:
+        if not leg.is_credit:
+            raise ValidationFailed("expires_at", "credits only")
+        if leg.expires_at.tzinfo is None:
+            raise ValidationFailed("expires_at", "needs a time zone (RFC 3339)")
+        expires_at = leg.expires_at.astimezone(UTC)
+        if expires_at <= utcnow():
+            raise ValidationFailed("expires_at", "must be in the future")
+        if expires_at != leg.expires_at or expires_at.tzinfo is not UTC:
+            leg = replace(leg, expires_at=expires_at)
     return leg if currency == leg.currency else replace(leg, currency=currency)
 
 
@@ -111,6 +138,7 @@ def entry_row(
         "key_scope": leg.key.scope if leg.key else "client",
         "fingerprint": leg.fingerprint(),
         "created_at": now,
+        "actor": leg.actor,
     }
 
 

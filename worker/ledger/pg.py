@@ -44,23 +44,45 @@ ENTRY_COLUMNS = (
     "key_scope",
     "fingerprint",
     "created_at",
+    "actor",
+)
+
+# The columns of a credit lot, in the one order every INSERT uses (``lots.lot_row``).
+LOT_COLUMNS = (
+    "id",
+    "customer_id",
+    "currency",
+    "entry_id",
+    "amount",
+    "remaining",
+    "expired",
+    "category",
+    "expires_at",
+    "created_at",
 )
 
 # Nullable text parameters need a type for PostgreSQL when they arrive as NULL.
 _CASTS = {"reason": "::text", "reference_object_id": "::text", "idempotency_key": "::text"}
 _COMPUTED = {"before_balance": "w.balance - %(delta)s", "after_balance": "w.balance"}
 
+# One credit: the wallet, its entry and the entry's lot. Debits never take this path: they
+# read the wallet's lots after locking it, which one statement's single snapshot cannot do.
 _SINGLE = """
 WITH w AS (
     UPDATE wallets SET balance = balance + %(delta)s, updated_at = %(created_at)s
     WHERE customer_id = %(customer_id)s AND currency = %(currency)s
-      AND balance + %(delta)s >= 0 AND balance + %(delta)s <= {max_amount}{key_check}{alone}
+      AND %(delta)s > 0 AND balance + %(delta)s <= {max_amount}{key_check}{alone}
     RETURNING balance, pending_usage_scaled, low_state, created_at
 ), e AS (
     INSERT INTO ledger_entries ({columns})
     SELECT {values}
     FROM w
     RETURNING seq
+), l AS (
+    INSERT INTO credit_lots ({lot_columns})
+    SELECT %(lot_id)s, %(customer_id)s, %(currency)s, %(id)s, %(amount)s, %(amount)s, 0,
+           %(category)s, %(expires_at)s::timestamptz, %(created_at)s
+    FROM e
 )
 SELECT w.balance, w.pending_usage_scaled, w.low_state, w.created_at, e.seq,
     (SELECT low_balance_thresholds FROM customers WHERE customer_id = %(customer_id)s)
@@ -86,6 +108,7 @@ def _single(keyed: bool, alone: bool) -> str:
         alone=_ALONE_CHECK if alone else "",
         columns=", ".join(ENTRY_COLUMNS),
         values=", ".join(_COMPUTED.get(c, f"%({c})s{_CASTS.get(c, '')}") for c in ENTRY_COLUMNS),
+        lot_columns=", ".join(LOT_COLUMNS),
     )
 
 
@@ -119,15 +142,42 @@ WITH w AS (
     FROM json_to_recordset(CAST(:entries AS json)) AS v({typed}, ord int)
     ORDER BY ord
     RETURNING id, seq
+), nl AS (
+    INSERT INTO credit_lots ({lot_columns})
+    SELECT {lot_columns}
+    FROM json_to_recordset(CAST(:new_lots AS json)) AS v({lot_typed}, ord int)
+    ORDER BY ord
+), sl AS (
+    -- Lots stored before this posting; its own new lots went in above, already spent.
+    UPDATE credit_lots SET remaining = credit_lots.remaining - d.taken,
+                           expired = credit_lots.expired + d.expired
+    FROM json_to_recordset(CAST(:spent_lots AS json)) AS d(id text, taken bigint, expired bigint)
+    WHERE credit_lots.id = d.id AND credit_lots.remaining >= d.taken
+    RETURNING 1
+), c AS (
+    INSERT INTO lot_consumptions (entry_id, lot_id, amount)
+    SELECT entry_id, lot_id, amount
+    FROM json_to_recordset(CAST(:consumptions AS json)) AS v(entry_id text, lot_id text,
+                                                             amount bigint)
 )
-SELECT (SELECT count(*) FROM w), (SELECT json_agg(json_build_array(id, seq)) FROM e)
+SELECT (SELECT count(*) FROM w), (SELECT json_agg(json_build_array(id, seq)) FROM e),
+       (SELECT count(*) FROM sl)
 """
+_LOT_TYPES = {
+    "amount": "bigint",
+    "remaining": "bigint",
+    "expired": "bigint",
+    "expires_at": "timestamptz",
+    "created_at": "timestamptz",
+}
 # Only constants are formatted in (column names and types, the cap); values are bound.
 BATCH = text(
     _BATCH.format(
         max_amount=MAX_AMOUNT,
         columns=", ".join(ENTRY_COLUMNS),
         typed=", ".join(f"{c} {_TYPES.get(c, 'text')}" for c in ENTRY_COLUMNS),
+        lot_columns=", ".join(LOT_COLUMNS),
+        lot_typed=", ".join(f"{c} {_LOT_TYPES.get(c, 'text')}" for c in LOT_COLUMNS),
     )
 )
 
@@ -157,6 +207,16 @@ WHERE (w.customer_id, w.currency) IN (
     FROM json_to_recordset(CAST(:wallets AS json)) AS k(customer_id text, currency text))
 ORDER BY w.customer_id, w.currency
 FOR UPDATE OF w
+""")
+
+
+# The lots of the locked wallets that still hold something (``lots.load``).
+OPEN_LOTS = text("""
+SELECT l.customer_id, l.currency, l.id, l.seq, l.remaining, l.category, l.expires_at,
+       l.created_at
+FROM json_to_recordset(CAST(:wallets AS json)) AS k(customer_id text, currency text)
+JOIN credit_lots l ON l.customer_id = k.customer_id AND l.currency = k.currency
+WHERE l.remaining > 0
 """)
 
 

@@ -3,11 +3,13 @@
 ``post(session, legs)`` validates each leg once (``legs.prepare``), checks idempotency keys once
 (``keys``), builds rows in one place (``legs.entry_row``) and picks one of two ways to write:
 
-- **one statement** (PostgreSQL, a single leg that refuses a shortfall): the conditional
-  UPDATE and the INSERT in one CTE (``pg.SINGLE``), the usual ledger-entries call and payment
-  credit. When it writes nothing, the transactional path decides why.
+- **one statement** (PostgreSQL, a single credit): the wallet's UPDATE and the INSERTs of the
+  entry and its lot in one CTE (``pg.SINGLE``), the usual credit and payment credit. When it
+  writes nothing, the transactional path decides why.
 - **the transaction** (``transactional``): the legs' keys in one query, the wallets locked in
-  (customer, currency) order, every leg judged against the locked balances, one write.
+  (customer, currency) order, the debited wallets' lots read, every leg judged against the
+  locked balances and live lots (``lots``), one write. Every debit takes this path: which lots
+  it spends must be read after the wallet is locked.
 
 Never commits: the caller owns the transaction, so an entry and its cause (an inbox row, a
 usage batch, a charge) commit or roll back together. After each entry the commit hooks note
@@ -64,7 +66,7 @@ def post(
     if (
         len(legs) == 1
         and locked is None
-        and legs[0].on_short is OnShort.REFUSE
+        and legs[0].is_credit
         and session.get_bind().dialect.name == "postgresql"
     ):
         posted = _one_statement(session, settings, legs[0], savepoint)
@@ -119,13 +121,18 @@ def statement_values(settings: Settings, leg: Leg) -> dict[str, Any]:
         now=utcnow(),
     )
     values["delta"] = leg.delta
+    # The credit's lot (the statement inserts it with the entry).
+    values.update(lot_id=new_id("lot"), category=leg.category or "paid", expires_at=leg.expires_at)
     return values
+
+
+_NOT_ENTRY = frozenset(("delta", "threshold", "lot_id", "category", "expires_at"))
 
 
 def statement_result(row: Any, values: dict[str, Any]) -> tuple[dict[str, Any], LockedWallet]:
     """The entry's columns and the wallet after it, from the statement's one result row."""
     balance, pending_usage_scaled, low_state, created_at, seq, thresholds = row
-    entry = {k: v for k, v in values.items() if k not in ("delta", "threshold")}
+    entry = {k: v for k, v in values.items() if k not in _NOT_ENTRY}
     entry.update(seq=seq, before_balance=balance - values["delta"], after_balance=balance)
     wallet = LockedWallet(
         values["customer_id"],

@@ -18,12 +18,12 @@ from sqlalchemy.orm import Session
 
 from worker.config import Settings
 from worker.errors import DuplicateEntry, InsufficientBalance, InvalidAmount
-from worker.ledger import pg
+from worker.ledger import lots, pg
 from worker.ledger.keys import refusal, used_keys
 from worker.ledger.legs import Leg, OnShort, Posted, Replayed, entry_row
 from worker.ledger.objects import committed, transient
 from worker.ledger.wallets import LockedWallet, lock_wallets, wallet_columns
-from worker.models import LedgerEntry, Wallet, new_id, utcnow
+from worker.models import CreditLot, LedgerEntry, LotConsumption, Wallet, new_id, utcnow
 from worker.money import MAX_AMOUNT
 from worker.notify import commit_hooks
 from worker.notify.lowbalance import WalletState
@@ -51,7 +51,7 @@ def post_in_transaction(
         wanted = [legs[i].wallet for i in todo]
         if locked is None or any(w not in locked for w in wanted):
             locked = lock_wallets(session, wanted)
-        rows, balances = _judge_balances(settings, legs, todo, locked)
+        rows, balances, book = _judge_balances(session, settings, legs, todo, locked)
         if not rows:
             return results
         try:
@@ -59,9 +59,9 @@ def post_in_transaction(
                 # A concurrent transaction may take one of our keys after we looked: the
                 # unique index refuses our insert and we judge the keys again.
                 with session.begin_nested():
-                    seqs = _write(session, rows, balances, locked)
+                    seqs = _write(session, rows, balances, locked, book)
             else:
-                seqs = _write(session, rows, balances, locked)
+                seqs = _write(session, rows, balances, locked, book)
         except IntegrityError:
             if not guarded:
                 raise
@@ -94,29 +94,45 @@ def _judge_keys(
 
 
 def _judge_balances(
+    session: Session,
     settings: Settings,
     legs: list[Leg],
     todo: list[int],
     locked: dict[tuple[str, str], LockedWallet],
-) -> tuple[list[tuple[int, dict[str, Any], int]], dict[tuple[str, str], int]]:
-    """Each leg against the locked balances, in order (a wallet's legs chain): the rows to
-    write (leg index, row, amount asked) and each wallet's balance after them."""
+) -> tuple[list[tuple[int, dict[str, Any], int]], dict[tuple[str, str], int], lots.Book]:
+    """Each leg against the locked balances and lots, in order (a wallet's legs chain): the
+    rows to write (leg index, row, amount asked), each wallet's balance after them, and the
+    lots they create and spend.
+
+    A debit spends only its wallet's live lots: the balance may still hold an expired lot's
+    remainder that its ``expiration`` entry has not yet taken.
+    """
     balances = {legs[i].wallet: locked[legs[i].wallet].balance for i in todo}
+    book = lots.load(session, {legs[i].wallet for i in todo if not legs[i].is_credit})
     rows = []
     now = utcnow()
     for i in todo:
         leg = legs[i]
         before = balances[leg.wallet]
         amount = leg.amount
+        expiring = leg.lot_id if leg.event_type == "expiration" else None
         if leg.is_credit:
             if before + amount > MAX_AMOUNT:
                 raise InvalidAmount(f"would take the {leg.currency} balance above {MAX_AMOUNT}")
-        elif before < amount:
-            if leg.on_short is OnShort.REFUSE:
-                raise InsufficientBalance(balance=before, requested=amount, currency=leg.currency)
-            amount = before
-            if amount == 0:
-                continue
+        else:
+            spendable = (
+                book.remaining(leg.wallet, expiring)
+                if expiring
+                else book.spendable(leg.wallet, now)
+            )
+            if spendable < amount:
+                if leg.on_short is OnShort.REFUSE:
+                    raise InsufficientBalance(
+                        balance=spendable, requested=amount, currency=leg.currency
+                    )
+                amount = spendable
+                if amount == 0:
+                    continue
         row = entry_row(
             leg,
             entry_id=new_id("wle"),
@@ -125,9 +141,13 @@ def _judge_balances(
             amount=amount,
             now=now,
         )
+        if leg.is_credit:
+            book.credit(leg.wallet, row, leg)
+        else:
+            book.draw(leg.wallet, row["id"], amount, now, first=leg.lot_id, expiring=expiring)
         balances[leg.wallet] = row["after_balance"]
         rows.append((i, row, leg.amount))
-    return rows, balances
+    return rows, balances, book
 
 
 def _write(
@@ -135,20 +155,26 @@ def _write(
     rows: list[tuple[int, dict[str, Any], int]],
     balances: dict[tuple[str, str], int],
     locked: dict[tuple[str, str], LockedWallet],
+    book: lots.Book,
 ) -> list[int]:
-    """Move the wallets and insert the entries; the entries' seqs, in row order."""
+    """Move the wallets, insert the entries, create and spend the lots; the entries' seqs, in
+    row order."""
     entries = [row for _, row, _ in rows]
     moved = {(e["customer_id"], e["currency"]) for e in entries}
     deltas = {w: balances[w] - locked[w].balance for w in sorted(moved)}
+    new_lots, spent_lots, consumptions = book.rows()
     now = entries[0]["created_at"]
     if session.get_bind().dialect.name == "postgresql":
-        updated, written_ids = session.execute(
+        updated, written_ids, spent = session.execute(
             pg.BATCH,
             {
                 "entries": pg.rows_json([{**e, "ord": i} for i, e in enumerate(entries)]),
                 "wallets": pg.rows_json(
                     [{"customer_id": w[0], "currency": w[1], "delta": d} for w, d in deltas.items()]
                 ),
+                "new_lots": pg.rows_json([{**lot, "ord": i} for i, lot in enumerate(new_lots)]),
+                "spent_lots": pg.rows_json(spent_lots),
+                "consumptions": pg.rows_json(consumptions),
                 "now": now,
             },
         ).one()
@@ -175,10 +201,42 @@ def _write(
                 entries,
             )
         )
+        spent = _write_lots_sqlite(session, new_lots, spent_lots, consumptions)
     # The wallets are locked and every leg was judged against them: anything else is a bug.
     if updated != len(deltas) or None in written or len(written) != len(entries):
         raise AssertionError(f"posting wrote {updated} of {len(deltas)} wallets")
+    if spent != len(spent_lots):
+        raise AssertionError(f"posting spent {spent} of {len(spent_lots)} lots")
     return written
+
+
+def _write_lots_sqlite(
+    session: Session,
+    new_lots: list[dict[str, Any]],
+    spent_lots: list[dict[str, Any]],
+    consumptions: list[dict[str, Any]],
+) -> int:
+    """SQLite's share of ``pg.BATCH``'s lot statements; how many stored lots it spent."""
+    if new_lots:
+        session.execute(insert(CreditLot.__table__), new_lots)
+    spent = 0
+    if spent_lots:
+        table = CreditLot.__table__
+        spent = session.execute(
+            update(table)
+            .where(table.c.id == bindparam("lot_id"), table.c.remaining >= bindparam("lot_taken"))
+            .values(
+                remaining=table.c.remaining - bindparam("lot_taken"),
+                expired=table.c.expired + bindparam("lot_expired"),
+            ),
+            [
+                {"lot_id": r["id"], "lot_taken": r["taken"], "lot_expired": r["expired"]}
+                for r in spent_lots
+            ],
+        ).rowcount
+    if consumptions:
+        session.execute(insert(LotConsumption.__table__), consumptions)
+    return spent
 
 
 # -- results -------------------------------------------------------------------------------
