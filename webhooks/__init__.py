@@ -25,7 +25,7 @@ from webhooks.api import (
     wallets,  # noqa: F401  (adds its routes to customers.bp)
 )
 from webhooks.auth import SECURITY_SCHEMES, require_api_key
-from webhooks.strict_json import StrictJSONProvider
+from webhooks.strict_json import StrictJSONProvider, StrictJSONRequest
 from worker.config import Settings, get_settings
 from worker.infra.logs import configure_logging
 from worker.notify import commit_hooks
@@ -54,6 +54,7 @@ def create_app(settings: Settings | None = None) -> OpenAPI:
     app.config["SETTINGS"] = settings
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
     app.json = StrictJSONProvider(app)
+    app.request_class = StrictJSONRequest
     errors.register(app)
 
     for blueprint in (customers.bp, charges.bp, usage.bp, admin.bp):

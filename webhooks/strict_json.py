@@ -1,6 +1,10 @@
-"""Standard JSON only: ``NaN``, ``Infinity`` and ``-Infinity`` are malformed input.
+"""Standard, finite JSON only.
 
-Python's parser accepts them, but no database JSON column and no JSON client accepts them back.
+``NaN``, ``Infinity`` and ``-Infinity`` are not JSON, and a number such as ``1e400`` is JSON
+that no float holds: Python's parser reads all of them as non-finite floats, which no database
+JSON column and no JSON client accepts back (SQLite would store ``Infinity`` as text). Each is
+refused as a validation error naming the field (``NonFiniteNumber``), never stored.
+
 One parser for the API's request bodies (``StrictJSONProvider``, the app's ``app.json``) and
 the provider receivers.
 """
@@ -8,33 +12,93 @@ the provider receivers.
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
+from flask import Request
 from flask.json.provider import DefaultJSONProvider
 
+from worker.errors import ValidationFailed
 
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not valid JSON")
+NON_FINITE_MESSAGE = (
+    "must be a finite number (NaN, Infinity and numbers beyond 1.8e308 are refused)"
+)
 
 
-# One decoder for every request (json.loads with parse_constant builds one per call; that
-# costs only ~1.4 µs, but there is no reason to).
-_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
+class NonFiniteNumber(ValueError):
+    """The document holds a non-finite number; ``field`` is its dotted path (``metadata.x``)."""
+
+    def __init__(self, field: str) -> None:
+        super().__init__(f"{field}: {NON_FINITE_MESSAGE}")
+        self.field = field
+
+
+class _Seen(Exception):
+    """Raised by the fast decoder at the first non-finite number (the slow one finds where)."""
+
+
+class _Marker:
+    """Stands for a non-finite number while the slow decoder builds the document."""
+
+
+def _fast_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise _Seen
+    return value
+
+
+def _fast_constant(_name: str) -> Any:
+    raise _Seen
+
+
+def _slow_float(text: str) -> float | _Marker:
+    value = float(text)
+    return value if math.isfinite(value) else _Marker()
+
+
+# One decoder for every request (json.loads with hooks builds one per call; that costs only
+# ~1.4 µs, but there is no reason to). It stops at the first non-finite number; only such a
+# document, which is never valid, is parsed a second time to name the field.
+_DECODER = json.JSONDecoder(parse_float=_fast_float, parse_constant=_fast_constant)
+_LOCATING = json.JSONDecoder(parse_float=_slow_float, parse_constant=lambda _name: _Marker())
 
 
 def loads(text: str | bytes) -> Any:
-    """Parse ``text``; raises ``ValueError`` (``JSONDecodeError``) on anything but standard
-    JSON, and ``RecursionError`` on absurd nesting, which callers turn into a 400."""
+    """Parse ``text``; raises ``NonFiniteNumber`` (a ``ValueError``) naming the first non-finite
+    number's field, ``ValueError`` (``JSONDecodeError``) on anything else but standard JSON, and
+    ``RecursionError`` on absurd nesting, which callers turn into a 400."""
     if isinstance(text, bytes | bytearray):
         text = text.decode(json.detect_encoding(text), "surrogatepass")
-    return _DECODER.decode(text)
+    try:
+        return _DECODER.decode(text)
+    except _Seen:
+        raise NonFiniteNumber(_marker_path(_LOCATING.decode(text)) or "body") from None
+
+
+def _marker_path(value: Any, path: tuple[str, ...] = ()) -> str | None:
+    """The dotted path of the first ``_Marker`` in ``value`` (as pydantic names fields)."""
+    if isinstance(value, _Marker):
+        return ".".join(path) or "body"
+    if isinstance(value, dict):
+        items: Any = value.items()
+    elif isinstance(value, list):
+        items = enumerate(value)
+    else:
+        return None
+    for key, item in items:
+        found = _marker_path(item, (*path, str(key)))
+        if found is not None:
+            return found
+    return None
 
 
 class StrictJSONProvider(DefaultJSONProvider):
-    """Standard JSON only: ``NaN``/``Infinity`` and absurd nesting are malformed input (400).
+    """Standard JSON only: ``NaN``/``Infinity``/``1e400`` are refused (``NonFiniteNumber``),
+    absurd nesting is malformed input (400).
 
-    Python's parser accepts ``NaN`` (which no database JSON column or JSON client accepts back)
-    and recurses once per nesting level (a 1 MiB ``[[[[...`` would raise RecursionError, a 500).
+    Python's parser recurses once per nesting level (a 1 MiB ``[[[[...`` would raise
+    RecursionError, a 500).
     """
 
     sort_keys = False
@@ -42,7 +106,21 @@ class StrictJSONProvider(DefaultJSONProvider):
     def loads(self, s: str | bytes, **kwargs: Any) -> Any:
         try:
             if kwargs:  # nobody passes any today; honour them rather than drop them
-                return json.loads(s, parse_constant=_reject_constant, **kwargs)
+                return json.loads(
+                    s, parse_float=_fast_float, parse_constant=_fast_constant, **kwargs
+                )
             return loads(s)
+        except _Seen:
+            raise NonFiniteNumber("body") from None
         except RecursionError as exc:
             raise ValueError("JSON nested too deeply") from exc
+
+
+class StrictJSONRequest(Request):
+    """The app's request class: a non-finite number is a 422 naming its field, where any other
+    undecodable body stays werkzeug's 400 (``guards.require_json_body`` names it)."""
+
+    def on_json_loading_failed(self, e: ValueError | None) -> Any:
+        if isinstance(e, NonFiniteNumber):
+            raise ValidationFailed(e.field, NON_FINITE_MESSAGE) from None
+        return super().on_json_loading_failed(e)

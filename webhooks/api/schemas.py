@@ -24,7 +24,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from worker.ledger import MAX_PAGE_SIZE
+from worker.ledger import MAX_CUSTOMER_ID_LENGTH, MAX_PAGE_SIZE
 from worker.money import MAX_AMOUNT
 
 NO_NUL = r"^[^\x00]*$"
@@ -98,7 +98,56 @@ MetadataValue = Annotated[
     ),
 ]
 MetadataKey = Annotated[StrictStr, AfterValidator(_metadata_key)]
-Metadata = dict[MetadataKey, MetadataValue]
+# Dodo's limits for customer metadata: at most 50 keys of up to 40 characters, string values
+# of up to 500 characters. Unbounded, one customer row could carry a megabyte of JSON that every
+# read of the customer then returns.
+MAX_METADATA_KEYS = 50
+MAX_METADATA_KEY_LENGTH = 40
+MAX_METADATA_VALUE_LENGTH = 500
+
+
+def _metadata_bounds(value: dict[str, Any]) -> dict[str, Any]:
+    if len(value) > MAX_METADATA_KEYS:
+        raise PydanticCustomError(
+            "metadata_size", "at most {limit} keys", {"limit": MAX_METADATA_KEYS}
+        )
+    for key, item in value.items():
+        if len(key) > MAX_METADATA_KEY_LENGTH:
+            raise PydanticCustomError(
+                "metadata_key",
+                "keys must be at most {limit} characters",
+                {"limit": MAX_METADATA_KEY_LENGTH},
+            )
+        if isinstance(item, str) and len(item) > MAX_METADATA_VALUE_LENGTH:
+            raise PydanticCustomError(
+                "metadata_value",
+                "values must be at most {limit} characters",
+                {"limit": MAX_METADATA_VALUE_LENGTH},
+            )
+    return value
+
+
+# Bounds are checked on the whole object, so the error names `metadata` (the field a client
+# set), not a key the client may not even be able to print.
+Metadata = Annotated[
+    dict[MetadataKey, MetadataValue],
+    AfterValidator(_metadata_bounds),
+    WithJsonSchema(
+        {
+            "type": "object",
+            "maxProperties": MAX_METADATA_KEYS,
+            "propertyNames": {"maxLength": MAX_METADATA_KEY_LENGTH},
+            "additionalProperties": {
+                "anyOf": [
+                    {"type": "string", "maxLength": MAX_METADATA_VALUE_LENGTH},
+                    {"type": "number"},
+                    {"type": "boolean"},
+                    {"type": "null"},
+                ]
+            },
+        }
+    ),
+]
 
 
 def _timestamp(value: Any) -> datetime:
@@ -131,8 +180,12 @@ class _Body(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
 
+# One rule for a customer id wherever one arrives (path, usage events, provider webhooks).
+CustomerId = _text(1, MAX_CUSTOMER_ID_LENGTH, description="The customer's id (`cus_...`).")
+
+
 class CustomerPath(BaseModel):
-    customer_id: _text(1, 64, description="The customer's id (`cus_...`).")
+    customer_id: CustomerId
 
 
 class PageQuery(BaseModel):

@@ -21,7 +21,7 @@ from pydantic import (
     StrictStr,
 )
 
-from webhooks.api.schemas import PageQuery
+from webhooks.api.schemas import CustomerId, PageQuery
 from webhooks.auth import BEARER_SECURITY
 from webhooks.errors import BODY_RESPONSES, COMMON_RESPONSES
 from worker import usage
@@ -52,7 +52,7 @@ class EventIn(BaseModel):
     event_id: StrictStr = Field(
         min_length=1, max_length=255, description="Idempotency key: a seen event_id is ignored."
     )
-    customer_id: StrictStr = Field(min_length=1, max_length=64)
+    customer_id: CustomerId
     event_name: StrictStr = Field(min_length=1, max_length=255)
     timestamp: datetime | None = Field(
         None,
@@ -88,7 +88,8 @@ def _settings():  # type: ignore[no-untyped-def]
 
 @bp.post("/events/ingest", responses={200: IngestOut, **BODY_RESPONSES})
 def ingest(body: IngestBody) -> Response:
-    """Store usage events; answers how many were new.
+    """Store usage events; answers how many were new, and which were not stored because
+    their `event_id` belongs to another customer's event (`conflicts`).
 
     All or nothing: 422 lists every invalid event by index and field and stores none.
     """
@@ -108,12 +109,12 @@ def ingest(body: IngestBody) -> Response:
         for e in body.events
     ]
     with transaction(settings) as session:
-        count = usage.ingest(session, events, pricing=get_pricing(settings))
-    if count and current_app.config.get("USAGE_ENQUEUE", True):
+        ingested = usage.ingest(session, events, pricing=get_pricing(settings))
+    if ingested.count and current_app.config.get("USAGE_ENQUEUE", True):
         from tasks.enqueue import enqueue_billing
 
         enqueue_billing()
-    return jsonify({"ingested_count": count})
+    return jsonify(IngestOut.of(ingested).model_dump(mode="json"))
 
 
 @bp.get("/events", responses={200: UsageEventListOut})

@@ -23,7 +23,7 @@ from tasks.enqueue import enqueue_inbox as enqueue
 from webhooks import strict_json
 from webhooks.errors import ErrorOut
 from worker import inbox
-from worker.errors import InvalidEvent, MalformedBody, MalformedJSON
+from worker.errors import InvalidEvent, MalformedBody, MalformedJSON, ValidationFailed
 
 _EVENT_TYPE = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
@@ -67,6 +67,8 @@ def utf8_body() -> str:
 def parse_json(body: str) -> dict[str, Any]:
     try:
         payload = strict_json.loads(body)
+    except strict_json.NonFiniteNumber as exc:
+        raise ValidationFailed(exc.field, strict_json.NON_FINITE_MESSAGE) from None
     except (ValueError, RecursionError):
         raise MalformedJSON("body", "not valid JSON") from None
     if not isinstance(payload, dict):

@@ -37,9 +37,12 @@ from worker.ledger.keys import (
 from worker.ledger.legs import Leg, OnShort, Posted, Replayed
 from worker.ledger.posting import post, post_entry
 from worker.ledger.validation import (
+    MAX_CUSTOMER_ID_LENGTH,
     MAX_PAGE_SIZE,
+    is_valid_customer_id,
     validate_amount,
     validate_currency,
+    validate_customer_id,
     validate_page,
 )
 from worker.ledger.verify import VerifyReport, verify
@@ -53,6 +56,7 @@ from worker.ledger.wallets import (
 
 __all__ = [
     "CLIENT",
+    "MAX_CUSTOMER_ID_LENGTH",
     "MAX_PAGE_SIZE",
     "SYSTEM",
     "IdempotencyKey",
@@ -71,6 +75,7 @@ __all__ = [
     "get_customer",
     "get_wallet",
     "get_wallets",
+    "is_valid_customer_id",
     "list_customers",
     "list_entries",
     "lock_wallets",
@@ -83,6 +88,7 @@ __all__ = [
     "update_customer",
     "validate_amount",
     "validate_currency",
+    "validate_customer_id",
     "validate_page",
     "verify",
 ]

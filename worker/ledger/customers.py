@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 from worker.errors import CustomerNotFound, ValidationFailed
 from worker.infra.db import settings_of
 from worker.infra.sql import insert_ignore
-from worker.ledger.validation import validate_page
+from worker.ledger.validation import validate_customer_id, validate_page
 from worker.models import Customer, Wallet, new_id, utcnow
 
 
@@ -31,6 +31,8 @@ def create_customer(
     Returns ``(customer, created)``. An email already on file (case-insensitively) returns the
     existing customer with ``created=False``: one customer per email, even under a race.
     """
+    if customer_id is not None:
+        validate_customer_id(customer_id)
     email = email.strip()
     normalized = email.lower()
     existing = session.scalar(select(Customer).where(Customer.email_normalized == normalized))

@@ -13,6 +13,37 @@ from worker.models import LEDGER_EVENT_TYPES
 from worker.money import MAX_AMOUNT
 
 MAX_PAGE_SIZE = 100
+# The API's rule for a customer id (its path parameter, webhooks.api.schemas.CustomerPath):
+# 1 to 64 characters (the column's width), no NUL, valid Unicode. Ids that arrive in signed
+# provider webhooks are held to the same rule before anything is stored under them.
+MAX_CUSTOMER_ID_LENGTH = 64
+
+
+def validate_customer_id(value: Any, field: str = "customer_id") -> str:
+    """A customer id the API could address: a string of 1 to 64 characters, no NUL."""
+    if not isinstance(value, str) or not value:
+        raise ValidationFailed(field, "expected a non-empty string")
+    if len(value) > MAX_CUSTOMER_ID_LENGTH:
+        raise ValidationFailed(field, f"must be at most {MAX_CUSTOMER_ID_LENGTH} characters")
+    if "\x00" in value or not _encodable(value):
+        raise ValidationFailed(field, "must not contain NUL or unpaired surrogate characters")
+    return value
+
+
+def is_valid_customer_id(value: Any) -> bool:
+    try:
+        validate_customer_id(value)
+    except ValidationFailed:
+        return False
+    return True
+
+
+def _encodable(value: str) -> bool:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def validate_amount(value: Any, field: str = "amount") -> int:

@@ -12,7 +12,7 @@ from worker.errors import ValidationFailed
 from worker.inbox.handling import Handled
 from worker.infra.db import settings_of
 from worker.models import Customer, InboxEvent, TopupPayment
-from worker.payments.payload import _currency, _minor_units, _obj, _str
+from worker.payments.payload import _currency, _minor_units, _obj, _str, is_valid_key
 from worker.payments.topups import (
     KNOWN_CUSTOMERS,
     UNSEEN_PAYMENTS,
@@ -34,10 +34,12 @@ def prefetch(session: Session, events: list[InboxEvent]) -> None:
         data = event.payload.get("data") if isinstance(event.payload, dict) else None
         if not isinstance(data, dict):
             continue
-        if isinstance(data.get("payment_id"), str):
+        # Only values the handler would accept: one NUL in a query parameter would fail the
+        # whole batch here, outside any event's savepoint, instead of failing that one event.
+        if is_valid_key(data.get("payment_id")):
             payments.add(data["payment_id"])
         customer = data.get("customer")
-        if isinstance(customer, dict) and isinstance(customer.get("customer_id"), str):
+        if isinstance(customer, dict) and ledger.is_valid_customer_id(customer.get("customer_id")):
             customers.add(customer["customer_id"])
     if customers:
         found = session.scalars(
@@ -116,9 +118,13 @@ def _dodo_credit(
 def _dodo_customer(session: Session, customer: dict[str, Any]) -> str:
     """Our customer for Dodo's: by customer_id, else by email, else created with Dodo's id."""
     customer_id = customer.get("customer_id")
+    if customer_id is not None and customer_id != "":
+        # Held to the API's rule before anything is looked up or stored under it: an id the
+        # API cannot address (too long, NUL) fails this event, naming the field.
+        ledger.validate_customer_id(customer_id, "data.customer.customer_id")
     if customer_id in session.info.get(KNOWN_CUSTOMERS, ()):
         return customer_id  # customers are never deleted: seen once in this transaction is enough
-    if isinstance(customer_id, str) and customer_id:
+    if customer_id:
         known = select(Customer.customer_id).where(Customer.customer_id == customer_id)
         if session.scalar(known) is not None:  # no object to load: only whether it exists
             return customer_id

@@ -17,7 +17,14 @@ def _str(container: dict[str, Any], key: str, field: str) -> str:
     value = container.get(key)
     if not isinstance(value, str) or not value or len(value) > 255:
         raise ValidationFailed(field, "expected a non-empty string")
+    if "\x00" in value:  # PostgreSQL cannot store it in a text column
+        raise ValidationFailed(field, "must not contain NUL characters")
     return value
+
+
+def is_valid_key(value: Any) -> bool:
+    """Whether ``value`` passes ``_str`` (a provider's id: payment, refund)."""
+    return isinstance(value, str) and 0 < len(value) <= 255 and "\x00" not in value
 
 
 def _minor_units(value: Any, field: str, *, allow_zero: bool = False) -> int:

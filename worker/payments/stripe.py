@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from worker import ledger
 from worker.errors import CustomerNotFound, ValidationFailed
 from worker.inbox.handling import Handled
 from worker.models import Customer, TopupRefund
@@ -42,11 +43,17 @@ def _stripe_credit(
         metadata.get("wallet_currency") or payment_currency,
         "data.object.metadata.wallet_currency",
     )
+    field = "data.object.metadata." + (
+        "wallet_customer_id" if metadata.get("wallet_customer_id") else "customer_id"
+    )
     customer_id = metadata.get("wallet_customer_id") or metadata.get("customer_id")
     if not isinstance(customer_id, str) or not customer_id:
         raise ValidationFailed(
             "data.object.metadata.wallet_customer_id", "names no customer for the credit"
         )
+    # The API's rule, before the id reaches a query: a NUL or an over-long id fails this event
+    # naming the field, instead of a database error.
+    ledger.validate_customer_id(customer_id, field)
     if session.get(Customer, customer_id) is None:
         raise CustomerNotFound(customer_id)
     return credit_topup(

@@ -1,7 +1,9 @@
 """Usage ingest: validate, price and store a request's events in one statement.
 
 Dodo's rules: at most MAX_EVENTS_PER_REQUEST events per request, timestamps within an hour
-before and five minutes after now, and one unknown customer refuses the whole request.
+before and five minutes after now, and one unknown customer refuses the whole request. An
+``event_id`` is global: a seen one is skipped, and when it was seen for another customer the
+answer lists it in ``conflicts`` (it is not this customer's event, and is not stored again).
 """
 
 from __future__ import annotations
@@ -38,6 +40,26 @@ class EventsRejected(ValidationFailed):
         )
 
 
+CONFLICT_REASON = "event_id already used by another customer; this event was not stored"
+
+
+@dataclass(frozen=True)
+class Conflict:
+    """An event skipped because its ``event_id`` is stored for another customer."""
+
+    index: int
+    event_id: str
+    reason: str = CONFLICT_REASON
+
+
+@dataclass(frozen=True)
+class Ingested:
+    """What an ingest stored: ``count`` new events; ``conflicts`` skipped for another customer."""
+
+    count: int
+    conflicts: list[Conflict]
+
+
 @dataclass(frozen=True)
 class NewEvent:
     event_id: str
@@ -56,8 +78,9 @@ def ingest(
     *,
     pricing: Pricing,
     now: datetime | None = None,
-) -> int:
-    """Validate, price and store ``events``; returns how many were new. Never commits.
+) -> Ingested:
+    """Validate, price and store ``events``; returns how many were new and which were skipped
+    because another customer's event has their ``event_id``. Never commits.
 
     All or nothing: any invalid event raises ``EventsRejected`` listing every bad event by
     index and field, before anything is written. An ``event_id`` stored before is skipped
@@ -85,7 +108,7 @@ def ingest(
             elif ts > now + MAX_AHEAD:
                 bad(index, "timestamp", "more than 5 minutes in the future")
     if not events:
-        return 0
+        return Ingested(0, [])
     postgres = session.get_bind().dialect.name == "postgresql"
     # PostgreSQL checks the customers inside its one INSERT (no separate round trip) when
     # nothing else is wrong; otherwise every unknown customer is listed with the other errors.
@@ -98,10 +121,34 @@ def ingest(
         inserted, missing = _insert_pg(session, rows, now)
         if missing:
             _reject_unknown(events, {e.customer_id for e in events} - set(missing), errors)
-        return inserted
-    table = UsageEvent.__table__
-    statement = insert_ignore(session, table, ["event_id"]).returning(table.c.seq)
-    return len(session.execute(statement.values(rows)).all())
+    else:
+        table = UsageEvent.__table__
+        statement = insert_ignore(session, table, ["event_id"]).returning(table.c.seq)
+        inserted = len(session.execute(statement.values(rows)).all())
+    # Only a request with skipped events (a retry, or a clash) pays for the second look.
+    conflicts = _conflicts(session, events) if inserted < len(events) else []
+    return Ingested(inserted, conflicts)
+
+
+def _conflicts(session: Session, events: Sequence[NewEvent]) -> list[Conflict]:
+    """The events whose ``event_id`` is stored for another customer.
+
+    A statement of its own, after the INSERT: under READ COMMITTED it sees an event a
+    concurrent request committed while ours waited on it in ``ON CONFLICT``, which the
+    INSERT's own snapshot would not. The other customer's id is not reported.
+    """
+    owners = dict(
+        session.execute(
+            select(UsageEvent.event_id, UsageEvent.customer_id).where(
+                UsageEvent.event_id.in_({e.event_id for e in events})
+            )
+        ).all()
+    )
+    return [
+        Conflict(index, event.event_id)
+        for index, event in enumerate(events)
+        if owners.get(event.event_id, event.customer_id) != event.customer_id
+    ]
 
 
 def _reject_unknown(

@@ -14,6 +14,7 @@ from pydantic import Field
 
 from worker.ledger.schemas import USAGE_SCALE, _Out
 from worker.models import UsageEvent
+from worker.usage.ingest import Ingested
 
 
 def scaled_to_str(scaled: int) -> str:
@@ -64,5 +65,25 @@ class UsageEventListOut(_Out):
     items: list[UsageEventOut]
 
 
+class ConflictOut(_Out):
+    index: int = Field(description="The event's position in the request.")
+    event_id: str
+    reason: str
+
+
 class IngestOut(_Out):
     ingested_count: int = Field(description="Events newly stored (a seen event_id is ignored).")
+    conflicts: list[ConflictOut] = Field(
+        default_factory=list,
+        description="Events not stored because their event_id is another customer's event.",
+    )
+
+    @classmethod
+    def of(cls, ingested: Ingested) -> IngestOut:
+        return cls(
+            ingested_count=ingested.count,
+            conflicts=[
+                ConflictOut(index=c.index, event_id=c.event_id, reason=c.reason)
+                for c in ingested.conflicts
+            ],
+        )
