@@ -3,7 +3,8 @@
 Where things are: ``api/`` (the routes behind an API key, and health), ``providers/`` (the
 signed provider webhook receivers), ``errors`` (every error response and its status),
 ``auth`` (API keys), ``metrics`` (``/metrics`` and request counters), ``openapi``
-(``/openapi.json``), ``strict_json`` (the one JSON parser for request bodies).
+(``/openapi.json``), ``strict_json`` (the one JSON parser for request bodies),
+``json_answers`` (redirects and over-long request lines answered as JSON).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from flask_openapi3 import Info, OpenAPI
 from pydantic import ValidationError
 
 from tasks import publisher
-from webhooks import errors, metrics, openapi, providers
+from webhooks import errors, json_answers, metrics, openapi, providers
 from webhooks.api import (
     admin,
     charges,
@@ -69,6 +70,7 @@ def create_app(settings: Settings | None = None) -> OpenAPI:
     app.register_api(providers.bp)
     app.register_api(metrics.bp)
     metrics.instrument(app)
+    json_answers.install(app)
     # Balance changes committed by requests get their low-balance check before commit, and
     # their notifications published after it (the Celery app is built on the first send).
     commit_hooks.install()

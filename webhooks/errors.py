@@ -93,6 +93,7 @@ STATUS: dict[type[BaseException], int] = {
     http.NotFound: 404,
     http.MethodNotAllowed: 405,
     http.RequestEntityTooLarge: 413,
+    http.RequestURITooLarge: 414,  # webhooks.json_answers: a request line over 4094 bytes
     # Any other werkzeug HTTPException keeps the status it carries (see status_of).
     Exception: 500,
 }

@@ -2,10 +2,17 @@
 
 With PROMETHEUS_MULTIPROC_DIR set (required under gunicorn with several workers), samples
 from every worker process are aggregated. Inbox and outbox lag are computed on each scrape.
+With METRICS_TOKEN set, a scrape must present it (``Authorization: Bearer TOKEN``).
+
+Every label value comes from a fixed set, never from the client: the route is the matched
+rule's template (``unmatched`` otherwise), the method one of ``METHODS`` (``OTHER`` otherwise),
+the status one the app chose. A label set that clients could grow (a raw path, any method
+token) is a memory leak in every process and in Prometheus.
 """
 
 from __future__ import annotations
 
+import hmac
 import logging
 import os
 import time
@@ -25,12 +32,15 @@ from prometheus_client.registry import Collector
 from sqlalchemy import func, select
 
 from worker.config import Settings
+from worker.errors import Unauthorized
 from worker.infra.db import transaction
 from worker.infra.metrics import HTTP_LATENCY, HTTP_REQUESTS
 from worker.models import InboxEvent, OutboxMessage, utcnow
 
 log = logging.getLogger(__name__)
 bp = APIBlueprint("metrics", __name__, abp_tags=[Tag(name="Operations")])
+
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
 class LagCollector(Collector):
@@ -79,7 +89,9 @@ def _aware(value):  # type: ignore[no-untyped-def]
     },
 )
 def metrics() -> Response:
-    """Prometheus metrics (no authentication: expose it only to your scraper)."""
+    """Prometheus metrics: with METRICS_TOKEN set, only for `Authorization: Bearer TOKEN`;
+    without it, open (expose it only to your scraper)."""
+    _require_token(current_app.config["SETTINGS"].metrics_token)
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)
@@ -95,6 +107,22 @@ def metrics() -> Response:
     return Response(body, mimetype=CONTENT_TYPE_LATEST)
 
 
+def _require_token(token: str | None) -> None:
+    if token is None:
+        return
+    scheme, _, presented = request.headers.get("Authorization", "").partition(" ")
+    # compare_digest: the comparison takes as long whatever prefix matches.
+    if scheme.lower() != "bearer" or not hmac.compare_digest(
+        presented.strip().encode(), token.encode()
+    ):
+        raise Unauthorized("A valid metrics token is required (METRICS_TOKEN)")
+
+
+def method_label(method: str) -> str:
+    """The request's method as a label value: one of ``METHODS``, else ``OTHER``."""
+    return method if method in METHODS else "OTHER"
+
+
 def instrument(app: Flask) -> None:
     """Count every request by route template (not raw path: bounded label values)."""
 
@@ -105,7 +133,9 @@ def instrument(app: Flask) -> None:
     @app.after_request
     def _count(response: Response) -> Response:
         route = request.url_rule.rule if request.url_rule is not None else "unmatched"
-        HTTP_REQUESTS.labels(route=route, method=request.method, status=response.status_code).inc()
+        HTTP_REQUESTS.labels(
+            route=route, method=method_label(request.method), status=response.status_code
+        ).inc()
         started = g.get("_metrics_started")
         if started is not None:
             HTTP_LATENCY.labels(route=route).observe(time.perf_counter() - started)

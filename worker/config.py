@@ -60,6 +60,8 @@ class Settings:
     worker_metrics_port: int | None = None
     # Refund-to-wallet cap per refund, minor units; None means no cap.
     wallet_refund_max: int | None = None
+    # GET /metrics requires `Authorization: Bearer METRICS_TOKEN` when set; open when unset.
+    metrics_token: str | None = field(default=None, repr=False)
 
     def with_overrides(self, **changes: object) -> Settings:
         return replace(self, **changes)
@@ -144,6 +146,7 @@ class Settings:
             wallet_refund_max=(
                 _positive_int(env, "WALLET_REFUND_MAX", 0) if env.get("WALLET_REFUND_MAX") else None
             ),
+            metrics_token=env.get("METRICS_TOKEN") or None,
         ).validate()
 
 

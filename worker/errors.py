@@ -153,8 +153,8 @@ class Unauthorized(BillingError):
 
     code = "UNAUTHORIZED"
 
-    def __init__(self) -> None:
-        super().__init__("A valid API key is required")
+    def __init__(self, message: str = "A valid API key is required") -> None:
+        super().__init__(message)
 
 
 class Forbidden(BillingError):

@@ -1,4 +1,5 @@
 """Kept for the Procfile's `gunicorn -c python:worker.gunicorn_conf`: see worker.infra.gunicorn."""
 
 from worker.infra.gunicorn import child_exit as child_exit
+from worker.infra.gunicorn import limit_request_line as limit_request_line
 from worker.infra.gunicorn import post_worker_init as post_worker_init

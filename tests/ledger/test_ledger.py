@@ -477,10 +477,11 @@ def test_post_alone_is_postgresql_only(settings: Settings, tx, customer_id: str)
 
 @pytest.mark.parametrize("backend", ["postgresql"])
 def test_post_alone_after_a_dropped_connection_reports_it_and_recovers(
-    settings: Settings, tx, customer_id: str
+    settings: Settings, tx, customer_id: str, admin_database_url: str
 ) -> None:
     assert alone(settings, customer_id, 1) is not None  # a pooled connection now exists
-    with get_engine(settings).connect() as other:
+    # As the superuser: the service's role may not end its own sessions of another user.
+    with get_engine(Settings(database_url=admin_database_url)).connect() as other:
         other.exec_driver_sql(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
             " WHERE datname = current_database() AND pid <> pg_backend_pid()"
@@ -625,14 +626,30 @@ def test_verify_reports_a_balance_drifted_behind_the_codes_back(
     ],
 )
 def test_database_refuses_to_rewrite_ledger_entries(
-    settings: Settings, tx, customer_id: str, statement: str
+    tx, customer_id: str, statement: str, admin_database_url: str
 ) -> None:
     credit(tx, customer_id, 100)
-    with pytest.raises(DBAPIError, match="immutable"), get_engine(settings).begin() as conn:
+    # The triggers stop even the tables' owner (a restricted role never gets this far:
+    # tests/infra/test_db_role.py).
+    owner = get_engine(Settings(database_url=admin_database_url))
+    with pytest.raises(DBAPIError, match="immutable"), owner.begin() as conn:
         conn.execute(text(statement))
     assert entry_count(tx) == 1
     with tx() as s:
         assert ledger.list_entries(s, customer_id)[0].amount == 100
+
+
+@pytest.mark.parametrize("backend", ["postgresql"])
+def test_database_refuses_to_truncate_the_ledger(
+    tx, customer_id: str, admin_database_url: str
+) -> None:
+    credit(tx, customer_id, 100)
+    owner = get_engine(Settings(database_url=admin_database_url))
+    for statement in ("TRUNCATE ledger_entries CASCADE", "TRUNCATE wallets CASCADE"):
+        with pytest.raises(DBAPIError, match="TRUNCATE is refused"), owner.begin() as conn:
+            conn.execute(text(statement))
+    assert entry_count(tx) == 1
+    assert balance(tx, customer_id) == 100
 
 
 def test_database_refuses_negative_balance_bypassing_the_code(

@@ -10,7 +10,7 @@ import sys
 import click
 from sqlalchemy.exc import OperationalError
 
-from worker.cli import apikeys, charges, core, events, notifications, serve, usage
+from worker.cli import apikeys, charges, core, dbrole, events, notifications, serve, usage
 from worker.config import ConfigError
 from worker.errors import BillingError
 
@@ -42,6 +42,7 @@ for command in (
     cli.add_command(command)
 for command in charges.COMMANDS:  # wallet charge|reverse|refund|charge-show
     core.wallet.add_command(command)
+core.db.add_command(dbrole.db_grants)
 
 
 def main(argv: list[str] | None = None) -> None:

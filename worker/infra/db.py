@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from worker.config import Settings, get_settings
 
 _lock = threading.Lock()
+SQLITE_SYNCHRONOUS = "FULL"
 
 
 def _configure_sqlite(engine: Engine) -> None:
@@ -31,7 +32,10 @@ def _configure_sqlite(engine: Engine) -> None:
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA synchronous=NORMAL")
+        # WAL with synchronous=NORMAL syncs only at checkpoints: a power cut can lose the last
+        # commits, a webhook already answered 200 among them. FULL syncs the WAL at every
+        # commit, so what was answered survives (one fsync per commit; readers never wait).
+        cursor.execute(f"PRAGMA synchronous={SQLITE_SYNCHRONOUS}")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute("PRAGMA busy_timeout=30000")
         cursor.close()
