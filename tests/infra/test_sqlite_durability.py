@@ -16,10 +16,12 @@ FULL = 2  # PRAGMA synchronous: 0 OFF, 1 NORMAL, 2 FULL, 3 EXTRA
 def test_every_sqlite_connection_is_wal_with_synchronous_full(tmp_path: Path) -> None:
     settings = Settings(database_url=f"sqlite:///{tmp_path / 'billing.db'}")
     engine = get_engine(settings)
-    with engine.connect() as first, engine.connect() as second:  # two pooled connections
-        for conn in (first, second):
-            assert conn.execute(text("PRAGMA journal_mode")).scalar() == "wal"
-            assert conn.execute(text("PRAGMA synchronous")).scalar() == FULL
+    # Two pooled connections, as the driver has them (no BEGIN IMMEDIATE: both at once).
+    first, second = engine.raw_connection(), engine.raw_connection()
+    for conn in (first, second):
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert conn.execute("PRAGMA synchronous").fetchone()[0] == FULL
+        conn.close()
     with transaction(settings) as s:  # and inside the BEGIN IMMEDIATE of a unit of work
         assert s.execute(text("PRAGMA synchronous")).scalar() == FULL
     engine.dispose()
