@@ -20,15 +20,15 @@ from werkzeug.exceptions import RequestURITooLarge
 MAX_REQUEST_LINE = 4094
 
 
-def request_line_length(environ: dict) -> int:
+def request_line_length(wsgi: dict) -> int:
     """Bytes of ``METHOD target HTTP/x.y`` as the client sent them (gunicorn's ``RAW_URI``;
     under other servers the decoded path and query, which is never longer)."""
-    target = environ.get("RAW_URI") or environ.get("REQUEST_URI")
+    target = wsgi.get("RAW_URI") or wsgi.get("REQUEST_URI")
     if target is None:
-        query = environ.get("QUERY_STRING", "")
-        target = environ.get("PATH_INFO", "") + ("?" + query if query else "")
-    method = environ.get("REQUEST_METHOD", "")
-    protocol = environ.get("SERVER_PROTOCOL", "")
+        query = wsgi.get("QUERY_STRING", "")
+        target = wsgi.get("PATH_INFO", "") + ("?" + query if query else "")
+    method = wsgi.get("REQUEST_METHOD", "")
+    protocol = wsgi.get("SERVER_PROTOCOL", "")
     return len(method) + 1 + len(target.encode("latin-1", "replace")) + 1 + len(protocol)
 
 

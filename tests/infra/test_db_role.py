@@ -19,6 +19,7 @@ from worker import ledger
 from worker.config import Settings
 from worker.infra import dbrole, migrate
 from worker.infra.db import dispose_engines, get_engine, transaction
+from worker.models import Base
 
 
 @pytest.fixture
@@ -117,3 +118,10 @@ def test_db_grants_prints_the_documented_statements(cli, backend: str) -> None:
     assert 'GRANT SELECT, INSERT ON "ledger_entries" TO "billing_app";' in lines
     assert 'GRANT SELECT ON "alembic_version" TO "billing_app";' in lines
     assert not any("TRUNCATE" in line or "TRIGGER" in line for line in lines)
+
+
+def test_the_documented_grants_are_what_db_grants_prints() -> None:
+    doc = (ROOT / "docs" / "database-role.md").read_text()
+    tables = [t.name for t in Base.metadata.sorted_tables] + ["alembic_version"]
+    expected = ";\n".join(dbrole.grant_statements("billing_app", "billing", tables)) + ";"
+    assert f"```sql\n{expected}\n```" in doc
