@@ -288,6 +288,19 @@ class LotConsumption(Base):
     amount: Mapped[int] = mapped_column(BigInteger)
 
 
+class LotNotice(Base):
+    """A notice sent about a lot before it expires: at most one per lot and kind. (The
+    ``wallet.credits_expired`` notice needs none: it commits with the lot's one expiration
+    entry.)"""
+
+    __tablename__ = "lot_notices"
+    __table_args__ = (CheckConstraint("kind IN ('expiring')", name="kind_valid"),)
+
+    lot_id: Mapped[str] = mapped_column(ForeignKey("credit_lots.id"), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(10), primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
 class LedgerMarker(Base):
     """Named points in the ledger's history (``lots_from_seq``: the first entry whose lots
     are recorded; earlier debits consumed nothing that ``verify`` could check)."""
