@@ -216,6 +216,18 @@ class LedgerEntryCreate(_Body):
         "409; the same key with other parameters answers 422.",
     )
     reason: _text(0, 1000) | None = Field(None, description="Why, for the ledger history.")
+    # Not in Dodo's API (its SDK sends them with ``extra_body``): the terms of the credit's lot.
+    expires_at: Timestamp | None = Field(
+        None,
+        description="Credits only: when the credit lapses, an RFC 3339 timestamp with an "
+        "offset, in the future. What is left of it then is taken by an `expiration` entry; "
+        "until then debits spend the soonest-expiring credit first. Omitted: never expires.",
+    )
+    category: Literal["paid", "promotional"] | None = Field(
+        None,
+        description="Credits only: `paid` (the default) or `promotional`; among credits "
+        "expiring together, promotional ones are spent first.",
+    )
 
 
 class LedgerEntryListQuery(PageQuery):
