@@ -33,9 +33,7 @@ def lot_of_entry(session: Session, entry_id: str | None) -> str | None:
     return session.scalar(select(CreditLot.id).where(CreditLot.entry_id == entry_id))
 
 
-def with_lot_terms(
-    session: Session, error: IdempotencyKeyReused, leg: Leg
-) -> IdempotencyKeyReused:
+def with_lot_terms(session: Session, error: IdempotencyKeyReused, leg: Leg) -> IdempotencyKeyReused:
     """``error`` naming ``category`` and ``expires_at`` too when they differ.
 
     The key check compares the fingerprint and names the entry's own columns that differ;
