@@ -81,6 +81,7 @@ BAD_TERMS = [
     (["--expires-at", "2031-01-01"], "Invalid value for '--expires-at'"),
     (["--expires-at", "2031-01-01T00:00:00"], "Invalid value for '--expires-at'"),
     (["--expires-at", "soon"], "Invalid value for '--expires-at'"),
+    (["--expires-at", "9999-12-31T23:59:59-23:59"], "Invalid value for '--expires-at'"),
     (["--expires-at", "2020-01-01T00:00:00Z"], "expires_at: must be in the future"),
     (["--expires-in", "30"], "Invalid value for '--expires-in'"),
     (["--expires-in", "3w"], "Invalid value for '--expires-in'"),

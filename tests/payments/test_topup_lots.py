@@ -179,8 +179,12 @@ def test_a_payment_without_a_time_counts_from_processing(shop) -> None:
     assert before + timedelta(days=30) <= expires_at <= after + timedelta(days=30)
 
 
-def test_a_malformed_payment_time_fails_the_event_naming_it(shop) -> None:
-    outcome = pay(shop, product_payment("pay_1", "prod_promo_5", created_at="yesterday"))
+@pytest.mark.parametrize(
+    "created_at",
+    ["yesterday", "2026-11-26", "2026-11-26T10:14:58", 1764152098, "9999-12-31T23:59Z"],
+)
+def test_a_malformed_payment_time_fails_the_event_naming_it(shop, created_at) -> None:
+    outcome = pay(shop, product_payment("pay_1", "prod_promo_5", created_at=created_at))
     assert outcome.status == "failed"
     with shop() as s:
         assert "data.created_at" in s.get(InboxEvent, outcome.event_id).error

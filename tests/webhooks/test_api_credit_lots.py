@@ -119,6 +119,7 @@ def test_a_debit_spends_the_credit_that_expires_first(client, customer_id, tx) -
         ({"expires_at": "2031-01-01"}, "expires_at"),  # a date, not a timestamp
         ({"expires_at": "next year"}, "expires_at"),
         ({"expires_at": 1924992000}, "expires_at"),  # a Unix time
+        ({"expires_at": "9999-12-31T23:59:59-23:59"}, "expires_at"),  # no UTC time
         ({"category": "gift"}, "category"),
         ({"category": "PAID"}, "category"),
         ({"category": 1}, "category"),

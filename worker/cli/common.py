@@ -6,7 +6,7 @@ import json
 import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import click
@@ -61,13 +61,18 @@ def parse_expiry(expires_at: str | None, expires_in: str | None) -> datetime | N
         parsed = datetime.fromisoformat(raw.upper().replace("Z", "+00:00"))
     except ValueError:
         parsed = None
-    if parsed is None or "T" not in raw.upper() or parsed.tzinfo is None:
+    try:
+        # An edge-of-calendar time in a far offset has no UTC time: refused as malformed.
+        in_utc = parsed.astimezone(UTC) if parsed is not None and parsed.tzinfo else None
+    except OverflowError:
+        in_utc = None
+    if in_utc is None or "T" not in raw.upper():
         raise click.BadParameter(
             f"expected an RFC 3339 timestamp with an offset, e.g. 2027-01-31T00:00:00Z, "
             f"got {expires_at!r}",
             param_hint="'--expires-at'",
         )
-    return parsed
+    return in_utc
 
 
 def emit(data: BaseModel | dict[str, Any], as_json: bool, text: Callable[[], str]) -> None:

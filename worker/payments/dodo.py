@@ -76,9 +76,12 @@ def dodo_payment_succeeded(session: Session, payload: dict[str, Any]) -> Handled
     expires_at = None
     if validity is not None:
         paid_at = data.get("created_at")
-        expires_at = topup_expiry(
-            utcnow() if paid_at is None else _timestamp(paid_at, "data.created_at"), validity
-        )
+        try:
+            expires_at = topup_expiry(
+                utcnow() if paid_at is None else _timestamp(paid_at, "data.created_at"), validity
+            )
+        except OverflowError:  # a payment time at the edge of the calendar
+            raise ValidationFailed("data.created_at", f"out of range: {paid_at!r}") from None
     customer_id = _dodo_customer(session, _obj(data.get("customer"), "data.customer"))
     return credit_topup(
         session,

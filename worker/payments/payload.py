@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from worker.errors import ValidationFailed
@@ -50,4 +50,7 @@ def _timestamp(value: Any, field: str) -> datetime:
         raise ValidationFailed(
             field, f"expected an RFC 3339 timestamp with an offset, got {value!r}"
         )
-    return parsed
+    try:
+        return parsed.astimezone(UTC)
+    except OverflowError:  # the edge of the calendar in a far offset has no UTC time
+        raise ValidationFailed(field, f"out of range: {value!r}") from None
