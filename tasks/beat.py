@@ -48,6 +48,13 @@ REGISTRY: dict[str, ScheduledTask] = {
             run_sync=jobs.settle_usage,
         ),
         ScheduledTask(
+            name="expire-credits",
+            task="tasks.ledger.expire_credits",
+            description="Expire credit lots past their expiry; notify of lots expiring soon.",
+            every=lambda s: s.credit_expiry_seconds,
+            run_sync=jobs.expire_credits,
+        ),
+        ScheduledTask(
             name="check-low-balances",
             task="tasks.notifications.scan_low_balances",
             description="Find wallets whose low-balance state disagrees with their balance.",

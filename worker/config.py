@@ -46,6 +46,10 @@ class Settings:
     stripe_webhook_secret: str | None = None
     topup_products: str = ""
     inbox_sweep_seconds: int = 60
+    # Expiring credit: how often beat expires lots past their expiry, and how many days
+    # before it a lot's wallet.credits_expiring notice goes out.
+    credit_expiry_seconds: int = 60
+    credit_expiry_notice_days: int = 7
     # Usage pricing file (TOML); unset means no event is priced.
     pricing_file: str | None = None
     # Low-balance notifications.
@@ -127,6 +131,8 @@ class Settings:
             stripe_webhook_secret=env.get("STRIPE_WEBHOOK_SECRET") or None,
             topup_products=_checked_topup_products(env.get("TOPUP_PRODUCTS", "")),
             inbox_sweep_seconds=_positive_int(env, "INBOX_SWEEP_SECONDS", 60),
+            credit_expiry_seconds=_positive_int(env, "CREDIT_EXPIRY_SECONDS", 60),
+            credit_expiry_notice_days=_positive_int(env, "CREDIT_EXPIRY_NOTICE_DAYS", 7),
             pricing_file=env.get("PRICING_FILE") or None,
             low_balance_thresholds=env.get("LOW_BALANCE_THRESHOLDS", ""),
             low_balance_scan_seconds=_positive_int(env, "LOW_BALANCE_SCAN_SECONDS", 300),

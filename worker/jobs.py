@@ -13,7 +13,14 @@ from typing import Any
 from worker import inbox, notify, usage
 from worker.config import Settings
 from worker.infra.db import transaction
+from worker.ledger import expiry
 from worker.notify import lowbalance
+
+
+def expire_credits(settings: Settings) -> dict[str, int]:
+    """Expire every credit lot past its expiry (one ``expiration`` entry each, exactly once)
+    and send the notices of lots expiring soon."""
+    return expiry.expire_credits(settings).as_dict()
 
 
 def scan_low_balances(settings: Settings) -> dict[str, int]:

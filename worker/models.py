@@ -244,11 +244,16 @@ class CreditLot(Base):
             ["wallets.customer_id", "wallets.currency"],
             name="fk_credit_lots_wallet",
         ),
-        # A debit reads the wallet's lots that still hold something.
+        # A debit reads its wallet's lots that still hold something in spending order
+        # (worker.ledger.lots.spending_order), only as many as it needs.
         Index(
-            "ix_credit_lots_wallet_open",
+            "ix_credit_lots_spending",
             "customer_id",
             "currency",
+            text("(expires_at IS NULL)"),
+            "expires_at",
+            text("category DESC"),
+            "seq",
             postgresql_where=text("remaining > 0"),
             sqlite_where=text("remaining > 0"),
         ),
@@ -286,6 +291,19 @@ class LotConsumption(Base):
     entry_id: Mapped[str] = mapped_column(ForeignKey("ledger_entries.id"), primary_key=True)
     lot_id: Mapped[str] = mapped_column(ForeignKey("credit_lots.id"), primary_key=True, index=True)
     amount: Mapped[int] = mapped_column(BigInteger)
+
+
+class LotNotice(Base):
+    """A notice sent about a lot before it expires: at most one per lot and kind. (The
+    ``wallet.credits_expired`` notice needs none: it commits with the lot's one expiration
+    entry.)"""
+
+    __tablename__ = "lot_notices"
+    __table_args__ = (CheckConstraint("kind IN ('expiring')", name="kind_valid"),)
+
+    lot_id: Mapped[str] = mapped_column(ForeignKey("credit_lots.id"), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(10), primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 class LedgerMarker(Base):

@@ -613,6 +613,7 @@ def test_verify_reports_a_balance_drifted_behind_the_codes_back(
     assert not report.ok
     assert report.problems == [
         f"wallet {customer_id}/USD: balance 90 but ledger sums to 100",
+        f"wallet {customer_id}/USD: balance 90 but its credit lots hold 100",
     ]
 
 

@@ -20,7 +20,13 @@ from celery import Celery, signals
 from worker.config import Settings, get_settings
 from worker.notify import commit_hooks
 
-TASK_MODULES = ["tasks.inbox", "tasks.usage", "tasks.notifications", "tasks.maintenance"]
+TASK_MODULES = [
+    "tasks.inbox",
+    "tasks.usage",
+    "tasks.notifications",
+    "tasks.ledger",
+    "tasks.maintenance",
+]
 DEFAULT_BROKER_URL = "sqla+sqlite:///celery-broker.db"
 
 

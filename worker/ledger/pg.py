@@ -210,13 +210,26 @@ FOR UPDATE OF w
 """)
 
 
-# The lots of the locked wallets that still hold something (``lots.load``).
-OPEN_LOTS = text("""
+# The lots a posting may spend: per locked wallet, its first live lots in spending order
+# (``lots.spending_order``; the index ``ix_credit_lots_spending`` has the same order, so each
+# wallet costs a few index entries however many lots it has), and the lots the legs name (a
+# reversal's own lot, an expiration's lot), live or not.
+SPENDABLE_LOTS = text("""
 SELECT l.customer_id, l.currency, l.id, l.seq, l.remaining, l.category, l.expires_at,
        l.created_at
 FROM json_to_recordset(CAST(:wallets AS json)) AS k(customer_id text, currency text)
-JOIN credit_lots l ON l.customer_id = k.customer_id AND l.currency = k.currency
-WHERE l.remaining > 0
+CROSS JOIN LATERAL (
+    SELECT * FROM credit_lots l
+    WHERE l.customer_id = k.customer_id AND l.currency = k.currency AND l.remaining > 0
+      AND (l.expires_at IS NULL OR l.expires_at > CAST(:now AS timestamptz))
+    ORDER BY l.expires_at IS NULL, l.expires_at, l.category DESC, l.seq
+    LIMIT CAST(:limit AS bigint)
+) l
+UNION
+SELECT l.customer_id, l.currency, l.id, l.seq, l.remaining, l.category, l.expires_at,
+       l.created_at
+FROM credit_lots l
+WHERE l.id IN (SELECT json_array_elements_text(CAST(:named AS json))) AND l.remaining > 0
 """)
 
 

@@ -1,4 +1,5 @@
-"""Checking every wallet against its ledger: sums, the before/after chain, no negatives."""
+"""Checking every wallet against its ledger: sums, the before/after chain, no negatives, the
+lots holding the balance and every debit's lots paying for it."""
 
 from __future__ import annotations
 
@@ -47,6 +48,32 @@ _CHAIN_SQL = text("""
 """)
 
 
+# A wallet's lots must hold its balance, to the unit.
+_LOTS_SQL = text("""
+    SELECT w.customer_id, w.currency, w.balance, COALESCE(l.remaining, 0) AS remaining
+    FROM wallets w
+    LEFT JOIN (
+        SELECT customer_id, currency, SUM(remaining) AS remaining
+        FROM credit_lots GROUP BY customer_id, currency
+    ) l ON l.customer_id = w.customer_id AND l.currency = w.currency
+    WHERE w.balance <> COALESCE(l.remaining, 0)
+    LIMIT :limit
+""")
+
+# Every debit posted since lots were introduced says which lots paid for it, to the unit.
+_CONSUMED_SQL = text("""
+    SELECT e.id, e.customer_id, e.currency, e.amount, COALESCE(c.consumed, 0) AS consumed
+    FROM ledger_entries e
+    LEFT JOIN (
+        SELECT entry_id, SUM(amount) AS consumed FROM lot_consumptions GROUP BY entry_id
+    ) c ON c.entry_id = e.id
+    WHERE NOT e.is_credit
+      AND e.seq >= COALESCE((SELECT value FROM ledger_markers WHERE name = 'lots_from_seq'), 0)
+      AND e.amount <> COALESCE(c.consumed, 0)
+    LIMIT :limit
+""")
+
+
 def verify(session: Session, limit: int = 100) -> VerifyReport:
     """Check every wallet against its ledger: sums, the before/after chain, no negatives."""
     problems: list[str] = []
@@ -62,6 +89,18 @@ def verify(session: Session, limit: int = 100) -> VerifyReport:
         f"entry {r.id} ({r.customer_id}/{r.currency}): before_balance {r.before_balance} "
         f"but the previous entry left {r.previous}"
         for r in broken
+    ]
+    drifting = session.execute(_LOTS_SQL, {"limit": limit})
+    problems += [
+        f"wallet {r.customer_id}/{r.currency}: balance {r.balance} but its credit lots hold "
+        f"{r.remaining}"
+        for r in drifting
+    ]
+    unpaid = session.execute(_CONSUMED_SQL, {"limit": limit})
+    problems += [
+        f"entry {r.id} ({r.customer_id}/{r.currency}): debit of {r.amount} but its lots gave "
+        f"{r.consumed}"
+        for r in unpaid
     ]
     negative = session.execute(
         select(Wallet.customer_id, Wallet.currency, Wallet.balance).where(Wallet.balance < 0)

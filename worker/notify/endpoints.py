@@ -26,6 +26,8 @@ EVENT_TYPES = (
     "wallet.ledger_entry.created",
     "usage.unbilled",
     "payment.refund_shortfall",
+    "wallet.credits_expiring",
+    "wallet.credits_expired",
 )
 EMAIL_EVENT_TYPES = ("wallet.balance_low",)
 

@@ -107,9 +107,16 @@ def upgrade() -> None:
         sa.UniqueConstraint("id", name=op.f("uq_credit_lots_id")),
     )
     op.create_index(
-        "ix_credit_lots_wallet_open",
+        "ix_credit_lots_spending",
         "credit_lots",
-        ["customer_id", "currency"],
+        [
+            "customer_id",
+            "currency",
+            sa.text("(expires_at IS NULL)"),
+            "expires_at",
+            sa.text("category DESC"),
+            "seq",
+        ],
         postgresql_where=sa.text("remaining > 0"),
         sqlite_where=sa.text("remaining > 0"),
     )
@@ -138,6 +145,17 @@ def upgrade() -> None:
     )
     op.create_index(
         op.f("ix_lot_consumptions_lot_id"), "lot_consumptions", ["lot_id"], unique=False
+    )
+    op.create_table(
+        "lot_notices",
+        sa.Column("lot_id", sa.String(length=64), nullable=False),
+        sa.Column("kind", sa.String(length=10), nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.CheckConstraint("kind IN ('expiring')", name=op.f("ck_lot_notices_kind_valid")),
+        sa.ForeignKeyConstraint(
+            ["lot_id"], ["credit_lots.id"], name=op.f("fk_lot_notices_lot_id_credit_lots")
+        ),
+        sa.PrimaryKeyConstraint("lot_id", "kind", name=op.f("pk_lot_notices")),
     )
     op.create_table(
         "ledger_markers",
@@ -174,10 +192,11 @@ def upgrade() -> None:
 def downgrade() -> None:
     postgres = op.get_bind().dialect.name == "postgresql"
     op.drop_table("ledger_markers")
+    op.drop_table("lot_notices")
     op.drop_index(op.f("ix_lot_consumptions_lot_id"), table_name="lot_consumptions")
     op.drop_table("lot_consumptions")
     op.drop_index("ix_credit_lots_expiring", table_name="credit_lots")
-    op.drop_index("ix_credit_lots_wallet_open", table_name="credit_lots")
+    op.drop_index("ix_credit_lots_spending", table_name="credit_lots")
     op.drop_table("credit_lots")
     if postgres:
         op.execute("DROP FUNCTION IF EXISTS credit_lots_only_spent()")
