@@ -26,8 +26,9 @@ KNOWN_CUSTOMERS = "bw_known_customers"  # customer ids that exist
 UNSEEN_PAYMENTS = "bw_unseen_payments"  # (provider, payment_id) with no topup_payments row
 
 # A top-up processed after its validity ended (an inbox backlog, a replay) is still credited,
-# since the customer paid, and its lot lapses this long after: the ledger shows the credit and
-# its expiration, and no debit ever had the time to spend it.
+# since the customer paid, and its lot lapses this long after (the ledger refuses an expiry
+# that is not in the future): the ledger shows the credit and its expiration, and only a debit
+# in that second could spend any of it.
 LATE_TOPUP_GRACE = timedelta(seconds=1)
 
 
