@@ -9,10 +9,13 @@ from __future__ import annotations
 import base64
 import binascii
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
+from datetime import timedelta
 from decimal import Decimal, InvalidOperation
 from functools import lru_cache
+from typing import NamedTuple
 from urllib.parse import unquote, urlsplit
 
 from worker.money import is_known_currency
@@ -105,8 +108,8 @@ class Settings:
         return self
 
     @property
-    def topup_map(self) -> dict[str, tuple[int, str]]:
-        """TOPUP_PRODUCTS parsed: product id -> (credit in minor units, currency)."""
+    def topup_map(self) -> dict[str, TopupProduct]:
+        """TOPUP_PRODUCTS parsed: product id -> (credit in minor units, currency, validity)."""
         return parse_topup_products(self.topup_products)
 
     @property
@@ -201,13 +204,46 @@ def _fx_rates(value: str) -> dict[str, Decimal]:
     return rates
 
 
-def parse_topup_products(value: str) -> dict[str, tuple[int, str]]:
-    """``prod_a=10000:USD,prod_b=500000:INR`` -> {product id: (minor units, currency)}."""
-    products: dict[str, tuple[int, str]] = {}
+class TopupProduct(NamedTuple):
+    """A top-up product: what one unit bought credits, and for how long (None: for ever)."""
+
+    amount: int
+    currency: str
+    validity: timedelta | None = None
+
+
+_DURATION = re.compile(r"([1-9][0-9]{0,6})([dhm])")
+_DURATION_UNITS = {"d": "days", "h": "hours", "m": "minutes"}
+# Far enough for any credit, and far from datetime's year 9999.
+MAX_DURATION = timedelta(days=100 * 366)
+
+
+def parse_duration(raw: str) -> timedelta:
+    """``30d``, ``12h`` or ``90m`` as a timedelta (a positive whole number of days, hours or
+    minutes, at most 100 years); ``ValueError`` saying what is expected otherwise."""
+    match = _DURATION.fullmatch(raw.strip())
+    if match:
+        duration = timedelta(**{_DURATION_UNITS[match[2]]: int(match[1])})
+        if duration <= MAX_DURATION:
+            return duration
+    raise ValueError(
+        f"expected a duration such as 30d, 12h or 90m (at most {MAX_DURATION.days}d), got {raw!r}"
+    )
+
+
+def parse_topup_products(value: str) -> dict[str, TopupProduct]:
+    """``prod_a=10000:USD:365d,prod_b=500000:INR`` -> {product id: TopupProduct}; the
+    validity (``:365d``, ``:12h``, ``:90m``) is optional and counts from the payment."""
+    products: dict[str, TopupProduct] = {}
     for pair in filter(None, (p.strip() for p in value.split(","))):
         product, sep, spec = pair.partition("=")
-        amount, colon, currency = spec.strip().partition(":")
+        amount, colon, rest = spec.strip().partition(":")
+        currency, has_validity, validity_raw = rest.partition(":")
         product, amount, currency = product.strip(), amount.strip(), currency.strip().upper()
+        try:
+            validity = parse_duration(validity_raw) if has_validity else None
+        except ValueError:
+            validity = timedelta(0)
         if (
             not sep
             or not colon
@@ -215,13 +251,16 @@ def parse_topup_products(value: str) -> dict[str, tuple[int, str]]:
             or not amount.isdigit()
             or int(amount) <= 0
             or not is_known_currency(currency)
+            or validity == timedelta(0)
         ):
             raise ConfigError(
-                f"TOPUP_PRODUCTS: cannot parse {pair!r} (expected PRODUCT_ID=MINOR_UNITS:CURRENCY)"
+                f"TOPUP_PRODUCTS: cannot parse {pair!r} (expected "
+                "PRODUCT_ID=MINOR_UNITS:CURRENCY or PRODUCT_ID=MINOR_UNITS:CURRENCY:VALIDITY, "
+                "a validity such as 365d, 12h or 90m)"
             )
         if product in products:
             raise ConfigError(f"TOPUP_PRODUCTS: product {product!r} is listed twice")
-        products[product] = (int(amount), currency)
+        products[product] = TopupProduct(int(amount), currency, validity)
     return products
 
 
