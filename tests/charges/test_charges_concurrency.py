@@ -15,11 +15,11 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select, text
 
-from tests.support.charges import assert_verified, charged, make_customer, usd
+from tests.support.charges import assert_verified, charged, make_customer, paid, usd
 from tests.support.processes import wait_until
 from worker import charges
 from worker.charges import ChargeView
-from worker.errors import ReversalExceedsCharge
+from worker.errors import RefundExceedsPayment, ReversalExceedsCharge
 from worker.infra.db import get_engine, transaction
 from worker.models import LedgerEntry
 
@@ -96,6 +96,7 @@ def test_concurrent_full_reversals_credit_once(settings, tx) -> None:
 
 def test_concurrent_refunds_with_one_refund_id_credit_once(settings, tx) -> None:
     cid = make_customer(tx)
+    paid(tx, cid, 1500)
     results = together(
         settings,
         THREADS,
@@ -103,6 +104,22 @@ def test_concurrent_refunds_with_one_refund_id_credit_once(settings, tx) -> None
     )
     assert sum(not r.replayed for r in results) == 1, results
     assert usd(tx, cid) == 1500
+    assert_verified(tx)
+
+
+def test_concurrent_refunds_of_one_payment_never_exceed_it(settings, tx) -> None:
+    cid = make_customer(tx)
+    paid(tx, cid, 5000)
+    results = together(
+        settings,
+        THREADS,
+        lambda s, i: charges.refund_to_wallet(s, cid, 1500, "USD", "pay_1", refund_id=f"r{i}"),
+    )
+    refused = [r for r in results if isinstance(r, RefundExceedsPayment)]
+    assert len(refused) == THREADS - 3, results
+    assert {r.details["remaining_amount"] for r in refused} == {500}
+    assert entries(tx, "refund") == [1500] * 3
+    assert usd(tx, cid) == 4500
     assert_verified(tx)
 
 
@@ -186,3 +203,19 @@ def test_racing_reversal_sees_the_first_and_is_refused(settings, tx) -> None:
             == 3000
         )
     assert usd(tx, cid) == 5000
+
+
+@pytest.mark.parametrize("backend", ["postgresql"])
+def test_racing_first_refunds_of_a_payment_wait_on_its_row(settings, tx) -> None:
+    """Neither refund has a totals row to lock yet: the second waits on the first's INSERT."""
+    cid = make_customer(tx)
+    paid(tx, cid, 3000)
+    first, second = behind(
+        settings,
+        lambda s: charges.refund_to_wallet(s, cid, 2000, "USD", "pay_1", refund_id="r1"),
+        lambda s: charges.refund_to_wallet(s, cid, 2000, "USD", "pay_1", refund_id="r2"),
+    )
+    assert not first.replayed
+    assert isinstance(second, RefundExceedsPayment), second
+    assert second.details["remaining_amount"] == 1000
+    assert entries(tx, "refund") == [2000]
