@@ -8,38 +8,17 @@ path is exercised every time rather than by luck.
 
 from __future__ import annotations
 
-import threading
-from concurrent.futures import ThreadPoolExecutor
-from typing import Any
-
 import pytest
-from sqlalchemy import func, select, text
+from sqlalchemy import func, select
 
 from tests.support.charges import assert_verified, charged, make_customer, paid, usd
-from tests.support.processes import wait_until
+from tests.support.racing import behind, together
 from worker import charges
 from worker.charges import ChargeView
 from worker.errors import RefundExceedsPayment, ReversalExceedsCharge
-from worker.infra.db import get_engine, transaction
 from worker.models import LedgerEntry
 
 THREADS = 8
-
-
-def together(settings, n: int, work) -> list[Any]:
-    """Run ``work(session, i)`` in n threads, each in its own committed transaction."""
-    barrier = threading.Barrier(n)
-
-    def one(i: int) -> Any:
-        barrier.wait(timeout=20)
-        try:
-            with transaction(settings) as s:
-                return work(s, i)
-        except Exception as exc:
-            return exc
-
-    with ThreadPoolExecutor(n) as pool:
-        return [f.result(timeout=60) for f in [pool.submit(one, i) for i in range(n)]]
 
 
 def entries(tx, event_type: str) -> list[int]:
@@ -124,37 +103,6 @@ def test_concurrent_refunds_of_one_payment_never_exceed_it(settings, tx) -> None
 
 
 # -- PostgreSQL: the loser really waits on the winner's lock -------------------------------
-
-
-def _waiting_on_lock(settings) -> bool:
-    with get_engine(settings).connect() as conn:
-        return bool(
-            conn.scalar(
-                text(
-                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-                    "AND wait_event_type = 'Lock'"
-                )
-            )
-        )
-
-
-def behind(settings, first, second) -> tuple[Any, Any]:
-    """Run ``first`` in an open transaction, start ``second`` in another one, wait until it
-    blocks on a lock, then commit ``first``; return both results (or ``second``'s error)."""
-
-    def run_second() -> Any:
-        try:
-            with transaction(settings) as s:
-                return second(s)
-        except Exception as exc:
-            return exc
-
-    with ThreadPoolExecutor(1) as pool:
-        with transaction(settings) as s:
-            a = first(s)
-            future = pool.submit(run_second)
-            wait_until(lambda: _waiting_on_lock(settings), timeout=20, what="a lock wait")
-        return a, future.result(timeout=30)
 
 
 @pytest.mark.parametrize("backend", ["postgresql"])
