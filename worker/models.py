@@ -530,9 +530,7 @@ class RefundedPayment(Base):
         ),
     )
 
-    customer_id: Mapped[str] = mapped_column(
-        ForeignKey("customers.customer_id"), primary_key=True
-    )
+    customer_id: Mapped[str] = mapped_column(ForeignKey("customers.customer_id"), primary_key=True)
     payment_id: Mapped[str] = mapped_column(String(255), primary_key=True)
     source: Mapped[str] = mapped_column(String(8))
     currency: Mapped[str] = mapped_column(String(3))
