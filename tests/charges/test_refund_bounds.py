@@ -199,7 +199,7 @@ def test_unknown_payment_refunds_are_off_by_default_and_need_a_cap_when_on() -> 
         {"ALLOW_UNKNOWN_PAYMENT_REFUNDS": "true", "MAX_UNKNOWN_PAYMENT_REFUND": "2500"}
     )
     assert (on.allow_unknown_payment_refunds, on.max_unknown_payment_refund) == (True, 2500)
-    with pytest.raises(ConfigError, match="^MAX_UNKNOWN_PAYMENT_REFUND: required when"):
+    with pytest.raises(ConfigError, match=r"^MAX_UNKNOWN_PAYMENT_REFUND: required when"):
         Settings.from_env({"ALLOW_UNKNOWN_PAYMENT_REFUNDS": "yes"})
-    with pytest.raises(ConfigError, match="^ALLOW_UNKNOWN_PAYMENT_REFUNDS: expected true or"):
+    with pytest.raises(ConfigError, match=r"^ALLOW_UNKNOWN_PAYMENT_REFUNDS: expected true or"):
         Settings.from_env({"ALLOW_UNKNOWN_PAYMENT_REFUNDS": "maybe"})
