@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 from sqlalchemy import select
 
 from tests.support.charges import assert_verified, make_customer, paid, usd
+from tests.support.processes import create_pg_database, drop_pg_database
 from tests.support.webhooks import dodo_payment, stripe_event
 from worker import charges, inbox
+from worker.config import Settings
 from worker.errors import (
     RefundCapExceeded,
     RefundExceedsPayment,
     UnknownPayment,
     ValidationFailed,
 )
-from worker.infra.db import transaction
+from worker.infra import migrate
+from worker.infra.db import get_engine, transaction
 from worker.models import RefundedPayment
 
 
@@ -203,3 +208,41 @@ def test_unknown_payment_refunds_are_off_by_default_and_need_a_cap_when_on() -> 
         Settings.from_env({"ALLOW_UNKNOWN_PAYMENT_REFUNDS": "yes"})
     with pytest.raises(ConfigError, match=r"^ALLOW_UNKNOWN_PAYMENT_REFUNDS: expected true or"):
         Settings.from_env({"ALLOW_UNKNOWN_PAYMENT_REFUNDS": "maybe"})
+
+
+# -- migration 0012 ------------------------------------------------------------------------
+
+
+@pytest.fixture
+def fresh(backend: str, tmp_path) -> Iterator[Settings]:
+    """A brand-new database of its own on ``backend`` (this test migrates it up and down)."""
+    if backend == "sqlite":
+        yield Settings(database_url=f"sqlite:///{tmp_path / 'fresh.db'}")
+        return
+    name, url = create_pg_database("bw_refund_mig")
+    try:
+        yield Settings(database_url=url)
+    finally:
+        get_engine(Settings(database_url=url)).dispose()
+        drop_pg_database(name)
+
+
+def test_refunds_made_before_0012_count_against_their_payment(fresh: Settings) -> None:
+    def tx():
+        return transaction(fresh)
+
+    migrate.upgrade(fresh)
+    cid = make_customer(tx)
+    paid(tx, cid, 3000)
+    refund(tx, cid, 1000, "pay_1", refund_id="r1")
+    refund(tx, cid, 1500, "pay_1", refund_id="r2")
+    # Back to before the table existed, with the refunds still in the ledger, and up again.
+    migrate.downgrade(fresh, "0010")
+    migrate.upgrade(fresh)
+    assert totals(tx, cid, "pay_1") == ("unknown", None, 2500)
+    with pytest.raises(RefundExceedsPayment) as caught:
+        refund(tx, cid, 501, "pay_1", refund_id="r3")
+    assert caught.value.details["remaining_amount"] == 500
+    refund(tx, cid, 500, "pay_1", refund_id="r3")
+    assert totals(tx, cid, "pay_1") == ("inbox", 3000, 3000)
+    assert usd(tx, cid) == 3000

@@ -45,6 +45,7 @@ class KnownPayment:
 
 
 UNSEEN = KnownPayment(Whose.UNSEEN)
+_PROVIDERS = ("dodo", "stripe")
 OTHERS = KnownPayment(Whose.OTHERS)
 
 
@@ -58,7 +59,13 @@ def find_payment(session: Session, customer: Customer, payment_id: str) -> Known
             Whose.MINE, "charge", charge.requested_amount - charge.applied_amount, charge.currency
         )
     seen_elsewhere = False
-    topups = session.scalars(select(TopupPayment).where(TopupPayment.payment_id == payment_id))
+    topups = session.scalars(
+        select(TopupPayment).where(
+            # Naming the providers lets the (provider, payment_id) unique index find it.
+            TopupPayment.provider.in_(_PROVIDERS),
+            TopupPayment.payment_id == payment_id,
+        )
+    )
     for topup in topups:
         if topup.customer_id == customer.customer_id and topup.credited_amount > 0:
             return KnownPayment(Whose.MINE, "topup", topup.payment_amount, topup.payment_currency)
