@@ -67,6 +67,10 @@ class Settings:
     worker_metrics_port: int | None = None
     # Refund-to-wallet cap per refund, minor units; None means no cap.
     wallet_refund_max: int | None = None
+    # Refunds to wallet of a payment the system has never seen are refused unless this is on,
+    # and then each is capped at max_unknown_payment_refund (required with it).
+    allow_unknown_payment_refunds: bool = False
+    max_unknown_payment_refund: int | None = None
 
     def with_overrides(self, **changes: object) -> Settings:
         return replace(self, **changes)
@@ -105,6 +109,11 @@ class Settings:
         """Parse every derived setting once so a malformed value fails at start-up."""
         _ = (self.low_balance_threshold_map, self.notify_retry_delays, self.notify_webhook)
         _ = self.smtp
+        if self.allow_unknown_payment_refunds and self.max_unknown_payment_refund is None:
+            raise ConfigError(
+                "MAX_UNKNOWN_PAYMENT_REFUND: required when ALLOW_UNKNOWN_PAYMENT_REFUNDS is true"
+                " (the largest refund, in minor units, of a payment this service has not seen)"
+            )
         return self
 
     @property
@@ -153,6 +162,12 @@ class Settings:
             wallet_refund_max=(
                 _positive_int(env, "WALLET_REFUND_MAX", 0) if env.get("WALLET_REFUND_MAX") else None
             ),
+            allow_unknown_payment_refunds=_boolean(env, "ALLOW_UNKNOWN_PAYMENT_REFUNDS"),
+            max_unknown_payment_refund=(
+                _positive_int(env, "MAX_UNKNOWN_PAYMENT_REFUND", 0)
+                if env.get("MAX_UNKNOWN_PAYMENT_REFUND")
+                else None
+            ),
         ).validate()
 
 
@@ -173,6 +188,15 @@ def _positive_int(env: Mapping[str, str], name: str, default: int) -> int:
     if not raw.strip().isdigit() or int(raw) <= 0:
         raise ConfigError(f"{name}: expected a positive integer, got {raw!r}")
     return int(raw)
+
+
+def _boolean(env: Mapping[str, str], name: str) -> bool:
+    raw = (env.get(name) or "").strip().lower()
+    if raw in ("", "0", "false", "no", "off"):
+        return False
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    raise ConfigError(f"{name}: expected true or false, got {env.get(name)!r}")
 
 
 def _currencies(value: str) -> tuple[str, ...]:

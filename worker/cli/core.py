@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import click
+from alembic.util import CommandError
 
 from worker import ledger
 from worker.cli.common import (
@@ -35,16 +36,44 @@ def db() -> None:
 @click.option("--revision", default="head", show_default=True)
 def db_upgrade(revision: str) -> None:
     """Apply migrations up to REVISION."""
-    migrate.upgrade(revision=revision)
+    try:
+        migrate.upgrade(revision=revision)
+    except CommandError as exc:
+        raise click.ClickException(_first_line(exc)) from None
     click.echo(f"database at {revision}")
+
+
+def _first_line(error: Exception) -> str:
+    return (str(error).strip().splitlines() or [type(error).__name__])[0]
 
 
 @db.command("downgrade")
-@click.option("--revision", default="base", show_default=True)
-def db_downgrade(revision: str) -> None:
-    """Revert migrations down to REVISION."""
-    migrate.downgrade(revision=revision)
-    click.echo(f"database at {revision}")
+@click.argument("revision", required=False)
+@click.option("--revision", "revision_option", help="The same as REVISION.")
+@click.option(
+    "--drop-ledger",
+    is_flag=True,
+    help="Allow a downgrade past the migration that creates the ledger to destroy its entries.",
+)
+def db_downgrade(revision: str | None, revision_option: str | None, drop_ledger: bool) -> None:
+    """Revert migrations down to REVISION (a revision id, or base).
+
+    There is no default: a downgrade always names where it goes. One past the migration that
+    creates the ledger is refused while it holds entries, unless --drop-ledger.
+    """
+    if revision and revision_option and revision != revision_option:
+        raise click.UsageError("REVISION and --revision differ; name one revision")
+    target = revision or revision_option
+    if not target:
+        raise click.UsageError(
+            "db downgrade needs the revision to go down to, e.g. 'billing-worker db downgrade"
+            " 0009' ('base' removes every table)"
+        )
+    try:
+        migrate.downgrade(revision=target, drop_ledger=drop_ledger)
+    except (migrate.DowngradeRefused, CommandError) as exc:
+        raise click.ClickException(_first_line(exc)) from None
+    click.echo(f"database at {target}")
 
 
 @click.group()

@@ -146,6 +146,34 @@ def ignore_payment(
     return Handled("ignored", {"payment_id": payment_id, "reason": reason})
 
 
+def lock_payment(session: Session, provider: str, payment_id: str) -> TopupPayment:
+    """The payment's row, locked until commit; ``NotReady`` when it has not been seen yet.
+
+    Every refund of a payment takes this lock before it reads what earlier refunds reversed,
+    so concurrent refunds of one payment queue here and each sees what the others committed.
+    """
+    topup = session.scalar(
+        select(TopupPayment)
+        .where(TopupPayment.provider == provider, TopupPayment.payment_id == payment_id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    )
+    if topup is None:
+        raise NotReady(f"payment {payment_id} has not been received yet")
+    return topup
+
+
+def refunded_so_far(session: Session, provider: str, payment_id: str) -> dict[str, int]:
+    """Refund id -> refund amount (the payment's currency) of every refund of the payment
+    applied so far. Read it under ``lock_payment``."""
+    rows = session.execute(
+        select(TopupRefund.refund_id, TopupRefund.refund_amount).where(
+            TopupRefund.provider == provider, TopupRefund.payment_id == payment_id
+        )
+    )
+    return {refund_id: amount for refund_id, amount in rows}
+
+
 def reverse_topup(
     session: Session,
     *,
@@ -163,15 +191,7 @@ def reverse_topup(
     cover the share, what is there is debited and the rest recorded as ``shortfall``.
     Raises ``NotReady`` when the payment has not been seen yet.
     """
-    # Locking the payment row serialises concurrent refunds of one payment, so the cap holds.
-    topup = session.scalar(
-        select(TopupPayment)
-        .where(TopupPayment.provider == provider, TopupPayment.payment_id == payment_id)
-        .with_for_update()
-        .execution_options(populate_existing=True)
-    )
-    if topup is None:
-        raise NotReady(f"payment {payment_id} has not been received yet")
+    topup = lock_payment(session, provider, payment_id)
     done = session.scalar(
         select(TopupRefund).where(
             TopupRefund.provider == provider, TopupRefund.refund_id == refund_id
