@@ -10,7 +10,7 @@ import sys
 import click
 from sqlalchemy.exc import OperationalError
 
-from worker.cli import apikeys, charges, core, events, notifications, serve, usage
+from worker.cli import apikeys, charges, core, events, lots, notifications, reports, serve, usage
 from worker.config import ConfigError
 from worker.errors import BillingError
 
@@ -38,9 +38,10 @@ for command in (
     notifications.notifications,
     notifications.tasks,
     usage.usage_group,
+    reports.report,
 ):
     cli.add_command(command)
-for command in charges.COMMANDS:  # wallet charge|reverse|refund|charge-show
+for command in [*charges.COMMANDS, lots.wallet_lots]:  # wallet charge|...|charge-show, lots
     core.wallet.add_command(command)
 
 
