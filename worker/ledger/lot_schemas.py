@@ -4,12 +4,19 @@ summary and the breakage report, shared by the HTTP API and the CLI."""
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any, Literal, cast
 
 from pydantic import Field
 from sqlalchemy.orm import Session
 
 from worker.ledger.breakage import ExpiredTotals
-from worker.ledger.lot_views import EntryDetail, ExpirySummary, expiry_summaries, lot_status
+from worker.ledger.lot_views import (
+    EntryDetail,
+    ExpirySummary,
+    LotStatus,
+    expiry_summaries,
+    lot_status,
+)
 from worker.ledger.schemas import LedgerEntryOut, WalletListOut, WalletSummaryOut, _Out
 from worker.ledger.wallets import get_wallets, total_balance_usd
 from worker.models import CreditLot
@@ -24,10 +31,10 @@ class LotOut(_Out):
         "keeps its remainder until its expiration entry takes it)."
     )
     expired: int = Field(description="Minor units taken by the lot's expiration entry.")
-    category: str = Field(description="`paid` or `promotional`.")
+    category: Literal["paid", "promotional"]
     expires_at: datetime | None = Field(description="When the lot expires; null: never.")
     created_at: datetime
-    status: str = Field(
+    status: LotStatus = Field(
         description="`active` (holds spendable credit), `expired` (past `expires_at`) or "
         "`consumed` (spent before it expired)."
     )
@@ -44,7 +51,7 @@ class LotOut(_Out):
             amount=lot.amount,
             remaining=lot.remaining,
             expired=lot.expired,
-            category=lot.category,
+            category=cast(Any, lot.category),  # a column checked against LOT_CATEGORIES
             expires_at=lot.expires_at,
             created_at=lot.created_at,
             status=lot_status(lot, now),

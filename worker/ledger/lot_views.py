@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Literal, get_args
 
 from sqlalchemy import BigInteger, Select, and_, case, cast, func, not_, or_, select
 from sqlalchemy.orm import Session
@@ -21,7 +21,8 @@ from worker.ledger.customers import get_customer
 from worker.ledger.validation import validate_currency, validate_page
 from worker.models import CreditLot, LedgerEntry, LotConsumption, utcnow
 
-LOT_STATUSES = ("active", "expired", "consumed")
+LotStatus = Literal["active", "expired", "consumed"]
+LOT_STATUSES: tuple[str, ...] = get_args(LotStatus)
 
 # The order a debit draws lots in (worker.ledger.lots.spending_order, and the index
 # ix_credit_lots_spending): soonest expiry first, never-expiring last, promotional before
@@ -34,7 +35,7 @@ SPENDING_ORDER = (
 )
 
 
-def lot_status(lot: CreditLot, now: datetime) -> str:
+def lot_status(lot: CreditLot, now: datetime) -> LotStatus:
     """``active`` (holds something spendable), ``consumed`` (spent to 0 before any of it
     expired) or ``expired`` (past ``expires_at`` with something left or already expired)."""
     if lot.remaining > 0 and (lot.expires_at is None or lot.expires_at > now):
