@@ -76,7 +76,10 @@ class ChargeReverse(_Body):
 class RefundCreate(_Body):
     amount: Amount
     currency: Currency
-    payment_id: StrictStr = _id("The payment refunded (the entry's reference_object_id).")
+    payment_id: StrictStr = _id(
+        "The payment refunded, a charge_id or a provider payment id (the entry's"
+        " reference_object_id)."
+    )
     refund_id: StrictStr | None = _id(
         "Credited once per refund_id (default: once per payment_id + amount).", None
     )
@@ -154,7 +157,12 @@ def reverse_charge(path: ChargePath, body: ChargeReverse) -> Response:
 def refund_to_wallet(path: CustomerPath, body: RefundCreate) -> Response:
     """Refund a payment as wallet credit (``refund``), once per refund id.
 
-    An amount above ``WALLET_REFUND_MAX`` is 422 ``WALLET_REFUND_CAP_EXCEEDED`` naming the cap.
+    ``payment_id`` must be a payment of this customer the service knows: a charge's
+    ``charge_id`` (its card part), a top-up's provider payment, or a stored provider payment
+    event; otherwise 422 ``UNKNOWN_PAYMENT`` naming ``payment_id`` (unless
+    ``ALLOW_UNKNOWN_PAYMENT_REFUNDS``). What all refunds of a payment give back never exceeds
+    it: more than is left is 422 ``REFUND_EXCEEDS_PAYMENT`` with ``remaining_amount``. An amount
+    above ``WALLET_REFUND_MAX`` is 422 ``WALLET_REFUND_CAP_EXCEEDED`` naming the cap.
     """
     with _tx() as s:
         refund = charges.refund_to_wallet(

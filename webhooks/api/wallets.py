@@ -18,9 +18,9 @@ from webhooks.api.schemas import (
 )
 from webhooks.errors import BODY_RESPONSES, DuplicateOut, billing_error_response
 from worker import ledger
-from worker.errors import DuplicateEntry
+from worker.errors import DuplicateEntry, IdempotencyKeyReused
 from worker.infra.db import transaction
-from worker.ledger import lot_views
+from worker.ledger import credit_terms, lot_views
 from worker.ledger.lot_schemas import LedgerEntryDetailOut, LotListOut, LotOut, wallet_list
 from worker.ledger.schemas import (
     LedgerEntryListOut,
@@ -53,20 +53,29 @@ def create_ledger_entry(path: CustomerPath, body: LedgerEntryCreate) -> Response
 
     400 ``INSUFFICIENT_BALANCE`` refuses a debit beyond the balance; 409
     ``DUPLICATE_IDEMPOTENCY_KEY`` (with ``x-should-retry: false``) means the key was already
-    used with these parameters and nothing changed.
+    used with these parameters and nothing changed. A credit may carry ``expires_at`` and
+    ``category`` (its lot's terms); on a debit either is a 422 naming it.
     """
+    is_credit = body.entry_type == "credit"
     leg = ledger.Leg(
         customer_id=path.customer_id,
         currency=body.currency,
         amount=body.amount,
-        is_credit=body.entry_type == "credit",
+        is_credit=is_credit,
         reason=body.reason,
         key=ledger.client_key(body.idempotency_key),
+        category=credit_terms.leg_category(body.category, is_credit=is_credit),
+        expires_at=body.expires_at,
     )
     try:
         posted = ledger.post_own(current_app.config["SETTINGS"], leg)
     except DuplicateEntry as duplicate:
         return duplicate_response(duplicate, duplicate.wallet)
+    except IdempotencyKeyReused as reused:
+        # Only on a refusal: a retry that changed a lot term is told which one.
+        with _tx() as s:
+            named = credit_terms.with_lot_terms(s, reused, leg)
+        raise named from None
     return jsonify(dump(WalletOut.of(posted.wallet)))
 
 
