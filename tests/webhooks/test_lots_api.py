@@ -287,3 +287,29 @@ def test_openapi_documents_the_lot_routes(client: FlaskClient) -> None:
     assert {"type": "null"} in summary["next_expiry_at"]["anyOf"]
     items = schemas["WalletListOut"]["properties"]["items"]["items"]
     assert items["$ref"].endswith("/WalletSummaryOut")
+
+
+def test_credit_posted_over_http_with_an_expiry_reads_back_as_its_lot(
+    client: FlaskClient, customer_id
+) -> None:
+    expires = "2099-01-31T00:00:00Z"
+    body = {"amount": 600, "currency": "USD", "entry_type": "credit", "reason": "promo"}
+    posted = client.post(
+        f"/customers/{customer_id}/wallets/ledger-entries",
+        json={**body, "expires_at": expires, "category": "promotional"},
+        headers=AUTH,
+    )
+    assert posted.status_code == 200, posted.get_data(as_text=True)
+    entries = client.get(f"/customers/{customer_id}/wallets/ledger-entries", headers=AUTH)
+    entry_id = entries.json["items"][0]["id"]
+    lot = client.get(entry_url(customer_id, entry_id), headers=AUTH).json["lot"]
+    assert (lot["amount"], lot["category"], lot["expires_at"], lot["status"]) == (
+        600,
+        "promotional",
+        expires,
+        "active",
+    )
+    listed = client.get(lots_url(customer_id, "status=active"), headers=AUTH).json["items"]
+    assert listed == [lot]
+    wallet = client.get(f"/customers/{customer_id}/wallets", headers=AUTH).json["items"][0]
+    assert (wallet["expiring_soon"], wallet["next_expiry_at"]) == (0, expires)  # beyond 7 days
