@@ -25,6 +25,7 @@ from worker.errors import (
     ChargeNotFound,
     CustomerNotFound,
     DuplicateEntry,
+    EntryNotFound,
     Forbidden,
     IdempotencyKeyReused,
     InsufficientBalance,
@@ -79,6 +80,7 @@ STATUS: dict[type[BaseException], int] = {
     NotFound: 404,
     CustomerNotFound: 404,
     ChargeNotFound: 404,
+    EntryNotFound: 404,
     EventNotFound: 404,
     TaskNotFound: 404,
     ProviderDisabled: 404,  # an unconfigured provider's route does not exist

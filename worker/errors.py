@@ -113,6 +113,17 @@ class ChargeNotFound(NotFound):
         self.charge_id = charge_id
 
 
+class EntryNotFound(NotFound):
+    """No such ledger entry for this customer: an entry of another customer is not found
+    either, so an id never tells whose it is."""
+
+    code = "LEDGER_ENTRY_NOT_FOUND"
+
+    def __init__(self, entry_id: str) -> None:
+        super().__init__(f"Ledger entry {entry_id} not found", entry_id=entry_id)
+        self.entry_id = entry_id
+
+
 class ReversalExceedsCharge(ValidationFailed):
     """A reversal larger than what is left of the charge: nothing was credited."""
 

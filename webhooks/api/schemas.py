@@ -297,3 +297,16 @@ class LedgerEntryCreate(_Body):
 
 class LedgerEntryListQuery(PageQuery):
     currency: Currency = Field(None, description="Only entries in this currency.")
+
+
+class LedgerEntryPath(CustomerPath):
+    entry_id: _text(1, 64, description="The ledger entry's id (`wle_...`).")
+
+
+class CreditLotListQuery(PageQuery):
+    currency: Currency = Field(None, description="Only lots in this currency.")
+    status: Literal["active", "expired", "consumed"] = Field(
+        None,
+        description="Only lots in this state: `active` (spendable credit left), `expired` "
+        "(past `expires_at`) or `consumed` (spent before it expired).",
+    )

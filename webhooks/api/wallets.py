@@ -9,12 +9,19 @@ from __future__ import annotations
 from flask import Response, current_app, jsonify
 
 from webhooks.api.customers import bp
-from webhooks.api.schemas import CustomerPath, LedgerEntryCreate, LedgerEntryListQuery
+from webhooks.api.schemas import (
+    CreditLotListQuery,
+    CustomerPath,
+    LedgerEntryCreate,
+    LedgerEntryListQuery,
+    LedgerEntryPath,
+)
 from webhooks.errors import BODY_RESPONSES, DuplicateOut, billing_error_response
 from worker import ledger
 from worker.errors import DuplicateEntry, IdempotencyKeyReused
 from worker.infra.db import transaction
-from worker.ledger import credit_terms
+from worker.ledger import credit_terms, lot_views
+from worker.ledger.lot_schemas import LedgerEntryDetailOut, LotListOut, LotOut, wallet_list
 from worker.ledger.schemas import (
     LedgerEntryListOut,
     LedgerEntryOut,
@@ -22,7 +29,7 @@ from worker.ledger.schemas import (
     WalletOut,
     dump,
 )
-from worker.models import Wallet
+from worker.models import Wallet, utcnow
 
 
 def _tx():  # type: ignore[no-untyped-def]
@@ -31,17 +38,10 @@ def _tx():  # type: ignore[no-untyped-def]
 
 @bp.get("/customers/<customer_id>/wallets", responses={200: WalletListOut})
 def list_wallets(path: CustomerPath) -> Response:
-    """Every wallet of the customer, and their total in USD cents."""
+    """Every wallet of the customer, with how much of it expires within
+    CREDIT_EXPIRY_NOTICE_DAYS and when its next lot expires, and their total in USD cents."""
     with _tx() as s:
-        wallets = ledger.get_wallets(s, path.customer_id)
-        return jsonify(
-            dump(
-                WalletListOut(
-                    items=[WalletOut.of(w) for w in wallets],
-                    total_balance_usd=ledger.total_balance_usd(s, wallets),
-                )
-            )
-        )
+        return jsonify(dump(wallet_list(s, path.customer_id)))
 
 
 @bp.post(
@@ -100,3 +100,36 @@ def list_ledger_entries(path: CustomerPath, query: LedgerEntryListQuery) -> Resp
             page_size=query.page_size,
         )
         return jsonify(dump(LedgerEntryListOut(items=[LedgerEntryOut.of(e) for e in entries])))
+
+
+@bp.get(
+    "/customers/<customer_id>/wallets/ledger-entries/<entry_id>",
+    responses={200: LedgerEntryDetailOut},
+)
+def get_ledger_entry(path: LedgerEntryPath) -> Response:
+    """One ledger entry, with the lot a credit created or what a debit took from which lots.
+
+    404 ``LEDGER_ENTRY_NOT_FOUND`` for an unknown id and for another customer's entry alike.
+    """
+    with _tx() as s:
+        now = utcnow()
+        detail = lot_views.entry_detail(s, path.customer_id, path.entry_id)
+        return jsonify(dump(LedgerEntryDetailOut.of_detail(detail, now)))
+
+
+@bp.get("/customers/<customer_id>/wallets/credit-lots", responses={200: LotListOut})
+def list_credit_lots(path: CustomerPath, query: CreditLotListQuery) -> Response:
+    """The customer's credit lots, newest first: what each credit brought, what is left of
+    it, when it expires."""
+    with _tx() as s:
+        now = utcnow()
+        lots = lot_views.list_lots(
+            s,
+            path.customer_id,
+            currency=query.currency,
+            status=query.status,
+            page_number=query.page_number,
+            page_size=query.page_size,
+            now=now,
+        )
+        return jsonify(dump(LotListOut(items=[LotOut.of(lot, now) for lot in lots])))

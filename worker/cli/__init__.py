@@ -10,7 +10,18 @@ import sys
 import click
 from sqlalchemy.exc import OperationalError
 
-from worker.cli import apikeys, charges, core, dbrole, events, notifications, serve, usage
+from worker.cli import (
+    apikeys,
+    charges,
+    core,
+    dbrole,
+    events,
+    lots,
+    notifications,
+    reports,
+    serve,
+    usage,
+)
 from worker.config import ConfigError
 from worker.errors import BillingError
 
@@ -38,9 +49,10 @@ for command in (
     notifications.notifications,
     notifications.tasks,
     usage.usage_group,
+    reports.report,
 ):
     cli.add_command(command)
-for command in charges.COMMANDS:  # wallet charge|reverse|refund|charge-show
+for command in [*charges.COMMANDS, lots.wallet_lots]:  # wallet charge|...|charge-show, lots
     core.wallet.add_command(command)
 core.db.add_command(dbrole.db_grants)
 

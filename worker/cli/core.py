@@ -17,12 +17,14 @@ from worker.cli.common import (
 from worker.errors import IdempotencyKeyReused
 from worker.infra import migrate
 from worker.ledger import credit_terms
+from worker.ledger.lot_schemas import wallet_list
 from worker.ledger.schemas import (
     CustomerOut,
     LedgerEntryListOut,
     LedgerEntryOut,
     WalletListOut,
     WalletOut,
+    iso,
 )
 from worker.models import LOT_CATEGORIES
 
@@ -103,7 +105,12 @@ def wallet() -> None:
 
 
 def _wallet_text(out: WalletListOut) -> str:
-    lines = [f"{w.currency} {w.balance:>15}  pending_usage {w.pending_usage}" for w in out.items]
+    lines = []
+    for w in out.items:
+        line = f"{w.currency} {w.balance:>15}  pending_usage {w.pending_usage}"
+        if w.next_expiry_at is not None:  # only wallets holding credit that expires
+            line += f"  expiring_soon {w.expiring_soon}  next_expiry {iso(w.next_expiry_at)}"
+        lines.append(line)
     return "\n".join([*lines, f"total_balance_usd {out.total_balance_usd}"])
 
 
@@ -111,13 +118,9 @@ def _wallet_text(out: WalletListOut) -> str:
 @click.argument("customer_id")
 @json_option
 def wallet_show(customer_id: str, as_json: bool) -> None:
-    """Balances of every wallet of CUSTOMER_ID (minor units)."""
+    """Balances of every wallet of CUSTOMER_ID (minor units), and what expires soon."""
     with session() as s:
-        wallets = ledger.get_wallets(s, customer_id)
-        out = WalletListOut(
-            items=[WalletOut.of(w) for w in wallets],
-            total_balance_usd=ledger.total_balance_usd(s, wallets),
-        )
+        out = wallet_list(s, customer_id)
     emit(out, as_json, lambda: _wallet_text(out))
 
 

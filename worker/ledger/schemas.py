@@ -23,8 +23,10 @@ def iso(value: datetime) -> str:
 
 
 class _Out(BaseModel):
+    # No return annotation on purpose: pydantic documents a serializer's return type in the
+    # serialization schema (/openapi.json), and ``-> Any`` erased every response field's type.
     @field_serializer("*", when_used="json")
-    def _dates(self, value: Any) -> Any:
+    def _dates(self, value: Any):  # type: ignore[no-untyped-def]
         return iso(value) if isinstance(value, datetime) else value
 
 
@@ -77,8 +79,31 @@ class WalletOut(_Out):
         )
 
 
+class WalletSummaryOut(WalletOut):
+    """A wallet as ``GET /customers/{id}/wallets`` lists it: with what expires soon."""
+
+    expiring_soon: int = Field(
+        0,
+        description="Minor units of live credit expiring within CREDIT_EXPIRY_NOTICE_DAYS "
+        "(default 7 days).",
+    )
+    next_expiry_at: datetime | None = Field(
+        None, description="When the soonest-expiring live credit lot expires; null if none does."
+    )
+
+    @classmethod
+    def with_expiry(
+        cls, w: Wallet, expiring_soon: int, next_expiry_at: datetime | None
+    ) -> WalletSummaryOut:
+        return cls(
+            **WalletOut.of(w).model_dump(),
+            expiring_soon=expiring_soon,
+            next_expiry_at=next_expiry_at,
+        )
+
+
 class WalletListOut(_Out):
-    items: list[WalletOut]
+    items: list[WalletSummaryOut]
     total_balance_usd: int = Field(
         description="All balances converted to USD cents at FX_RATES_TO_USD, rounded down."
     )
