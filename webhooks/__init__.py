@@ -14,7 +14,7 @@ from flask_openapi3 import Info, OpenAPI
 from pydantic import ValidationError
 
 from tasks import publisher
-from webhooks import errors, metrics, openapi, providers
+from webhooks import errors, metrics, openapi, providers, throttle
 from webhooks.api import (
     admin,
     charges,
@@ -55,6 +55,7 @@ def create_app(settings: Settings | None = None) -> OpenAPI:
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
     app.json = StrictJSONProvider(app)
     errors.register(app)
+    throttle.install(app, settings)
 
     for blueprint in (customers.bp, charges.bp, usage.bp, admin.bp):
         app.register_api(blueprint)
