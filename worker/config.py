@@ -392,8 +392,7 @@ def _public_literal(url: str, settings: Settings, name: str) -> None:
         address in n for n in settings.private_webhook_networks if n.version == address.version
     ):
         raise ConfigError(
-            f"{name}: {address} is not a public address; set ALLOW_PRIVATE_WEBHOOK_URLS "
-            "to allow it"
+            f"{name}: {address} is not a public address; set ALLOW_PRIVATE_WEBHOOK_URLS to allow it"
         )
 
 

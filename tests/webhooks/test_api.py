@@ -7,8 +7,8 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from limits import RateLimitItemPerMinute
 from flask.testing import FlaskClient
+from limits import RateLimitItemPerMinute
 from sqlalchemy import event, update
 
 from webhooks import create_app
