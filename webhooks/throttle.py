@@ -55,9 +55,17 @@ class AuthThrottle:
     def __init__(self, app: Flask, settings: Settings) -> None:
         self.item = RateLimitItemPerMinute(settings.auth_failure_limit)
         # Stored on the app, not in a module global, so each create_app() (tests) starts empty.
+        uri = storage_url(settings)
         self.limiter = Limiter(
             key_func=client_address,
-            storage_uri=storage_url(settings),
+            storage_uri=uri,
+            # A Redis that does not answer must not hold a failing request for the OS's
+            # connect timeout (minutes): give up quickly and count in memory instead.
+            storage_options=(
+                {"socket_connect_timeout": 1, "socket_timeout": 1}
+                if uri.startswith("redis")
+                else {}
+            ),
             strategy="moving-window",
         )
         self.limiter.init_app(app)
