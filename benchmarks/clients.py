@@ -16,7 +16,7 @@ import time
 from datetime import datetime
 from typing import Any
 
-API_KEY = "bench-key"  # the run's BILLING_API_KEY (benchmarks.services)
+API_KEY = "bench-key-0123456789abcdefghijklmnopq"  # the run's BILLING_API_KEY (benchmarks.services)
 WEBHOOK_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 USAGE_CUSTOMERS = 1000
 WEBHOOK_CUSTOMERS = 500

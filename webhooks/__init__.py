@@ -15,7 +15,7 @@ from flask_openapi3 import Info, OpenAPI
 from pydantic import ValidationError
 
 from tasks import publisher
-from webhooks import errors, json_answers, metrics, openapi, providers
+from webhooks import errors, json_answers, metrics, openapi, providers, throttle
 from webhooks.api import (
     admin,
     charges,
@@ -57,6 +57,7 @@ def create_app(settings: Settings | None = None) -> OpenAPI:
     app.json = StrictJSONProvider(app)
     app.request_class = StrictJSONRequest
     errors.register(app)
+    throttle.install(app, settings)
 
     for blueprint in (customers.bp, charges.bp, usage.bp, admin.bp):
         app.register_api(blueprint)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from flask import current_app, g, request
 
+from webhooks import throttle
 from worker.access.apikeys import authenticate
 from worker.errors import Unauthorized
 
@@ -23,5 +24,6 @@ def require_api_key() -> None:
         else None
     )
     if principal is None:
+        throttle.count_failure()  # past AUTH_FAILURE_LIMIT: 429 instead of 401
         raise Unauthorized
     g.principal = principal

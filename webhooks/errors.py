@@ -10,6 +10,7 @@ them is an ``ErrorOut`` (``code`` + ``message``) plus the details that status ca
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from flask import Flask, Response, jsonify
@@ -41,6 +42,7 @@ from worker.errors import (
     RefundExceedsPayment,
     ReversalExceedsCharge,
     TaskNotFound,
+    TooManyFailedAuthentications,
     Unauthorized,
     UnknownPayment,
     UnsupportedContentType,
@@ -76,6 +78,7 @@ STATUS: dict[type[BaseException], int] = {
     Unauthorized: 401,
     BadSignature: 401,  # a provider's delivery: its signature is its credential
     Forbidden: 403,
+    TooManyFailedAuthentications: 429,
     # What is asked for.
     NotFound: 404,
     CustomerNotFound: 404,
@@ -111,6 +114,10 @@ HEADERS: dict[type[BaseException], dict[str, str]] = {
     BrokerUnavailable: {"Retry-After": "5"},
     OperationalError: {"Retry-After": "5"},
 }
+# Headers whose value depends on the error itself.
+DYNAMIC_HEADERS: dict[type[BaseException], Callable[[Any], dict[str, str]]] = {
+    TooManyFailedAuthentications: lambda e: {"Retry-After": str(e.retry_after)},
+}
 
 
 def status_of(error: BaseException | type[BaseException]) -> int:
@@ -125,6 +132,9 @@ def status_of(error: BaseException | type[BaseException]) -> int:
 
 
 def headers_of(error: BaseException) -> dict[str, str]:
+    dynamic = next((DYNAMIC_HEADERS[c] for c in type(error).__mro__ if c in DYNAMIC_HEADERS), None)
+    if dynamic is not None:
+        return dynamic(error)
     return next((HEADERS[cls] for cls in type(error).__mro__ if cls in HEADERS), {})
 
 
@@ -164,6 +174,25 @@ class UnauthorizedOut(ErrorOut):
         extra="allow",
         openapi_extra={"description": "Missing or invalid API key (Authorization: Bearer KEY)."},
     )
+
+
+class TooManyFailuresOut(ErrorOut):
+    """429 `TOO_MANY_FAILED_AUTHENTICATIONS`: this address failed to authenticate too often
+    (`AUTH_FAILURE_LIMIT` a minute); a valid key is still served. See `Retry-After`."""
+
+    model_config = ConfigDict(
+        extra="allow",
+        openapi_extra={
+            "description": "Too many failed authentications from this address.",
+            "headers": {
+                "Retry-After": {
+                    "description": "Seconds until the next attempt may be counted.",
+                    "schema": {"type": "string"},
+                }
+            },
+        },
+    )
+    retry_after: int
 
 
 class NotFoundOut(ErrorOut):
@@ -239,6 +268,7 @@ COMMON_RESPONSES: dict[int, type[ErrorOut]] = {
     400: BadRequestOut,
     401: UnauthorizedOut,
     404: NotFoundOut,
+    429: TooManyFailuresOut,
     422: ValidationOut,
     503: UnavailableOut,
 }

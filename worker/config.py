@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import ipaddress
 import os
 import re
 from collections.abc import Mapping
@@ -16,11 +17,22 @@ from datetime import timedelta
 from decimal import Decimal, InvalidOperation
 from functools import lru_cache
 from typing import NamedTuple
-from urllib.parse import unquote, urlsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from worker.money import is_known_currency
 
 DEFAULT_DATABASE_URL = "sqlite:///billing.db"
+# A bootstrap key shorter than this stops start-up outside the embedded SQLite default.
+MIN_BOOTSTRAP_KEY_LENGTH = 32
+# Fields whose values are credentials: never printed (repr, errors, logs).
+SECRET_FIELDS = frozenset(
+    {"api_key", "dodo_webhook_secret", "stripe_webhook_secret", "notify_webhook_secret"}
+    | {"endpoint_secret_key", "metrics_token"}
+)
+# Fields holding URLs that may carry a password (user:password@host): printed without it.
+URL_FIELDS = frozenset(
+    {"database_url", "broker_url", "smtp_url", "notify_webhook_url", "ratelimit_storage_url"}
+)
 # Rates used for total_balance_usd when FX_RATES_TO_USD does not name a currency.
 DEFAULT_FX_RATES_TO_USD = {"USD": Decimal(1), "INR": Decimal("0.012")}
 
@@ -73,6 +85,27 @@ class Settings:
     # and then each is capped at max_unknown_payment_refund (required with it).
     allow_unknown_payment_refunds: bool = False
     max_unknown_payment_refund: int | None = None
+    # Failed authentications allowed per client address and minute; past it, 429.
+    auth_failure_limit: int = 20
+    # Where the failure counts live (limits' storage URI); None: the Redis broker's, or
+    # process memory on the embedded default.
+    ratelimit_storage_url: str | None = None
+    # Fernet key(s) sealing endpoint signing secrets at rest; the first seals, all open.
+    endpoint_secret_key: str | None = None
+    # Non-public networks notification URLs may reach anyway (CIDRs, or "1" for all).
+    allow_private_webhook_urls: str = ""
+
+    def __repr__(self) -> str:
+        # A dataclass repr would print every credential (a traceback, a debug log, a REPL).
+        parts = []
+        for name in self.__dataclass_fields__:
+            value = getattr(self, name)
+            if name in SECRET_FIELDS and value:
+                value = "<redacted>"
+            elif name in URL_FIELDS and isinstance(value, str):
+                value = redact_url(value)
+            parts.append(f"{name}={value!r}")
+        return f"Settings({', '.join(parts)})"
 
     def with_overrides(self, **changes: object) -> Settings:
         return replace(self, **changes)
@@ -107,10 +140,21 @@ class Settings:
             return None
         return _smtp(self.smtp_url, self.notify_email_to, self.notify_email_from)
 
+    @property
+    def private_webhook_networks(self) -> tuple[IPNetwork, ...]:
+        """ALLOW_PRIVATE_WEBHOOK_URLS: the non-public networks notifications may reach."""
+        return parse_networks(self.allow_private_webhook_urls, "ALLOW_PRIVATE_WEBHOOK_URLS")
+
     def validate(self) -> Settings:
         """Parse every derived setting once so a malformed value fails at start-up."""
         _ = (self.low_balance_threshold_map, self.notify_retry_delays, self.notify_webhook)
-        _ = self.smtp
+        _ = (self.smtp, self.private_webhook_networks)
+        _check_bootstrap_key(self)
+        if self.endpoint_secret_key:
+            parse_fernet_keys(self.endpoint_secret_key)
+        if self.notify_webhook_url:
+            # Literal addresses only: names are resolved, and checked, at each delivery.
+            _public_literal(self.notify_webhook_url, self, "NOTIFY_WEBHOOK_URL")
         if self.allow_unknown_payment_refunds and self.max_unknown_payment_refund is None:
             raise ConfigError(
                 "MAX_UNKNOWN_PAYMENT_REFUND: required when ALLOW_UNKNOWN_PAYMENT_REFUNDS is true"
@@ -171,6 +215,10 @@ class Settings:
                 if env.get("MAX_UNKNOWN_PAYMENT_REFUND")
                 else None
             ),
+            auth_failure_limit=_positive_int(env, "AUTH_FAILURE_LIMIT", 20),
+            ratelimit_storage_url=env.get("RATELIMIT_STORAGE_URL") or None,
+            endpoint_secret_key=env.get("ENDPOINT_SECRET_KEY") or None,
+            allow_private_webhook_urls=env.get("ALLOW_PRIVATE_WEBHOOK_URLS", ""),
         ).validate()
 
 
@@ -301,9 +349,10 @@ class SmtpTarget:
     host: str
     port: int
     ssl: bool  # smtps:// (implicit TLS); smtp://...?starttls=1 upgrades a plain connection
+    # smtp:// with a user name always upgrades: credentials never travel in clear text.
     starttls: bool
     username: str | None
-    password: str | None
+    password: str | None = field(repr=False)
     recipients: tuple[str, ...]
     sender: str
 
@@ -338,8 +387,105 @@ def _retry_schedule(value: str) -> tuple[float, ...]:
 def _http_url(value: str, name: str) -> str:
     parsed = urlsplit(value)
     if parsed.scheme not in ("http", "https") or not parsed.hostname:
-        raise ConfigError(f"{name}: expected an http(s) URL, got {value!r}")
+        raise ConfigError(f"{name}: expected an http(s) URL, got {redact_url(value)!r}")
     return value
+
+
+def redact_url(url: str) -> str:
+    """``url`` without its password (``scheme://user:***@host``), for messages and reprs."""
+    try:
+        parts = urlsplit(url)
+        password = parts.password
+    except ValueError:
+        return "<unparseable URL>"
+    if not password:
+        return url
+    user, _, host = parts.netloc.rpartition("@")
+    name = user.partition(":")[0]
+    return urlunsplit(parts._replace(netloc=f"{name}:***@{host}"))
+
+
+def _check_bootstrap_key(settings: Settings) -> None:
+    key = settings.api_key
+    if key is None or len(key) >= MIN_BOOTSTRAP_KEY_LENGTH:
+        return
+    if settings.is_sqlite:
+        # The embedded default (SQLite, one machine) is for trying it out: the Quick start's
+        # `dev-key` keeps working; the web process logs a warning (webhooks.throttle).
+        return
+    raise ConfigError(
+        f"BILLING_API_KEY: must be at least {MIN_BOOTSTRAP_KEY_LENGTH} characters outside the "
+        f"embedded SQLite default (it has {len(key)}); generate one with "
+        "python -c 'import secrets; print(secrets.token_urlsafe(32))'"
+    )
+
+
+def weak_bootstrap_key(settings: Settings) -> bool:
+    """A short BILLING_API_KEY, tolerated only on the embedded default."""
+    return settings.api_key is not None and len(settings.api_key) < MIN_BOOTSTRAP_KEY_LENGTH
+
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+_EVERY_NETWORK = (ipaddress.ip_network("0.0.0.0/0"), ipaddress.ip_network("::/0"))
+
+
+def parse_networks(value: str, name: str) -> tuple[IPNetwork, ...]:
+    """``10.0.0.0/8,::1`` -> networks; ``1``/``true``/``yes``/``all`` -> every address."""
+    raw = [p.strip() for p in value.split(",") if p.strip()]
+    if [r.lower() for r in raw] in (["1"], ["true"], ["yes"], ["all"]):
+        return _EVERY_NETWORK
+    networks: list[IPNetwork] = []
+    for part in raw:
+        try:
+            networks.append(ipaddress.ip_network(part, strict=False))
+        except ValueError:
+            raise ConfigError(
+                f"{name}: cannot parse {part!r} (expected CIDR networks such as "
+                "127.0.0.0/8,::1/128, or 1 for every address)"
+            ) from None
+    return tuple(networks)
+
+
+def _public_literal(url: str, settings: Settings, name: str) -> None:
+    host = urlsplit(url).hostname or ""
+    if host == "localhost" or host.endswith(".localhost"):
+        host = "127.0.0.1"
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return
+    if not is_public(address) and not any(
+        address in n for n in settings.private_webhook_networks if n.version == address.version
+    ):
+        raise ConfigError(
+            f"{name}: {address} is not a public address; set ALLOW_PRIVATE_WEBHOOK_URLS to allow it"
+        )
+
+
+def is_public(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    """Whether ``address`` is on the public internet: not loopback, link-local, private,
+    shared (CGNAT), multicast, reserved or unspecified (an IPv4-mapped IPv6 address counts
+    as its IPv4 address)."""
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return address.is_global and not address.is_multicast
+
+
+def parse_fernet_keys(value: str) -> tuple[str, ...]:
+    """ENDPOINT_SECRET_KEY: comma-separated Fernet keys (url-safe base64 of 32 bytes)."""
+    keys = tuple(k.strip() for k in value.split(",") if k.strip())
+    for key in keys:
+        try:
+            ok = len(base64.urlsafe_b64decode(key.encode())) == 32
+        except (binascii.Error, ValueError):
+            ok = False
+        if not ok:
+            raise ConfigError(
+                "ENDPOINT_SECRET_KEY: expected Fernet keys (url-safe base64 of 32 bytes), e.g. "
+                "from python -c 'from cryptography.fernet import Fernet; "
+                "print(Fernet.generate_key().decode())'"
+            )
+    return keys
 
 
 def _whsec(value: str, name: str) -> str:
@@ -361,15 +507,24 @@ def _smtp(url: str, to: str, sender: str) -> SmtpTarget:
     except ValueError:
         port = -1
     if parsed.scheme not in ("smtp", "smtps") or not parsed.hostname or port == -1:
-        raise ConfigError(f"SMTP_URL: expected smtp://[user:pass@]host[:port], got {url!r}")
+        raise ConfigError(
+            f"SMTP_URL: expected smtp://[user:pass@]host[:port], got {redact_url(url)!r}"
+        )
     if not recipients or any("@" not in r for r in recipients):
         raise ConfigError(f"NOTIFY_EMAIL_TO: expected comma-separated addresses, got {to!r}")
     query = dict(p.partition("=")[::2] for p in parsed.query.split("&") if p)
+    starttls = query.get("starttls")
+    if parsed.scheme == "smtp" and parsed.username and starttls in ("0", "false", "no"):
+        raise ConfigError(
+            "SMTP_URL: refusing to send credentials over smtp:// without STARTTLS "
+            "(drop starttls=0, or use smtps://)"
+        )
     return SmtpTarget(
         host=parsed.hostname,
         port=port or (465 if parsed.scheme == "smtps" else 25),
         ssl=parsed.scheme == "smtps",
-        starttls=query.get("starttls") in ("1", "true", "yes"),
+        starttls=parsed.scheme == "smtp"
+        and (starttls in ("1", "true", "yes") or bool(parsed.username)),
         username=unquote(parsed.username) if parsed.username else None,
         password=unquote(parsed.password) if parsed.password else None,
         recipients=recipients,

@@ -203,6 +203,19 @@ class Unauthorized(BillingError):
         super().__init__(message)
 
 
+class TooManyFailedAuthentications(BillingError):
+    """This client address failed to authenticate too often; valid keys are never refused."""
+
+    code = "TOO_MANY_FAILED_AUTHENTICATIONS"
+
+    def __init__(self, retry_after: int) -> None:
+        super().__init__(
+            f"Too many failed authentications from this address; retry in {retry_after} s",
+            retry_after=retry_after,
+        )
+        self.retry_after = retry_after
+
+
 class Forbidden(BillingError):
     """A valid API key without the scope the action needs."""
 

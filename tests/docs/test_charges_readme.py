@@ -24,6 +24,9 @@ from worker.infra import migrate
 from worker.infra.db import dispose_engines, get_engine, transaction
 from worker.models import LedgerEntry
 
+# A PostgreSQL-backed server refuses a bootstrap key shorter than 32 characters.
+README_KEY = "readme-key-0123456789abcdefghijklmnop"
+
 MARKER = "<!-- test:checkout-snippet -->"
 
 
@@ -44,13 +47,13 @@ def test_readme_checkout_snippet_runs_against_a_live_server(tmp_path: Path) -> N
     try:
         migrate.upgrade(settings)
         get_engine(settings).dispose()
-        env = process_env(DATABASE_URL=url, BILLING_API_KEY="readme-key")
+        env = process_env(DATABASE_URL=url, BILLING_API_KEY=README_KEY)
         with gunicorn(env, tmp_path) as base:
             snippet = tmp_path / "checkout.py"
             snippet.write_text(readme_snippet())
             run = subprocess.run(
                 [sys.executable, str(snippet)],
-                env=process_env(BILLING_URL=base, BILLING_API_KEY="readme-key"),
+                env=process_env(BILLING_URL=base, BILLING_API_KEY=README_KEY),
                 capture_output=True,
                 text=True,
                 timeout=60,

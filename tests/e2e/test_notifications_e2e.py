@@ -14,6 +14,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from cryptography.fernet import Fernet
 from sqlalchemy import select
 
 from tests.support.cli import run_cli
@@ -41,7 +42,7 @@ SCAN_SECONDS = 2  # beat's low-balance scan interval in this module's stack
 pytestmark = pytest.mark.slow
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
-API_KEY = "e2e-admin-key"
+API_KEY = "e2e-admin-key-0123456789abcdefghijklmn"
 
 
 @dataclass
@@ -99,6 +100,10 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
                 LOW_BALANCE_SCAN_SECONDS=str(SCAN_SECONDS),
                 NOTIFY_WEBHOOK_URL=receiver.url + "/default",
                 NOTIFY_WEBHOOK_SECRET=SECRET,
+                # The receiver listens on loopback, which notifications may not reach unless
+                # allowed; endpoint secrets are sealed with this run's key.
+                ALLOW_PRIVATE_WEBHOOK_URLS="127.0.0.0/8",
+                ENDPOINT_SECRET_KEY=Fernet.generate_key().decode(),
                 NOTIFY_RETRY_SCHEDULE="1,1,1",
                 NOTIFY_DISPATCH_SECONDS="1",
                 PROMETHEUS_MULTIPROC_DIR=str(tmp / "prom"),
@@ -127,6 +132,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
                         low_balance_thresholds="USD=1000",
                         notify_webhook_url=receiver.url + "/default",
                         notify_webhook_secret=SECRET,
+                        allow_private_webhook_urls=env["ALLOW_PRIVATE_WEBHOOK_URLS"],
+                        endpoint_secret_key=env["ENDPOINT_SECRET_KEY"],
                     )
                     yield Stack(base, env, settings, receiver, metrics_port, tmp)
             finally:

@@ -26,6 +26,9 @@ from worker.config import Settings
 from worker.infra import migrate
 from worker.infra.db import dispose_engines, transaction
 
+# A PostgreSQL-backed server refuses a bootstrap key shorter than 32 characters.
+E2E_KEY = "e2e-key-0123456789abcdefghijklmnopqrs"
+
 pytestmark = pytest.mark.slow
 
 
@@ -34,7 +37,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory):
     """(settings, base_url): PostgreSQL, redis-server, gunicorn and a Celery worker."""
     tmp = tmp_path_factory.mktemp("usage-e2e")
     name, url = create_pg_database()
-    settings = Settings(database_url=url, api_key="e2e-key")
+    settings = Settings(database_url=url, api_key=E2E_KEY)
     migrate.upgrade(settings)
     pricing = tmp / "pricing.toml"
     pricing.write_text(PRICING_TOML)
@@ -42,7 +45,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory):
         env = process_env(
             DATABASE_URL=url,
             CELERY_BROKER_URL=redis_url,
-            BILLING_API_KEY="e2e-key",
+            BILLING_API_KEY=E2E_KEY,
             PRICING_FILE=str(pricing),
         )
         worker = celery_worker(env, tmp, concurrency=2)
@@ -62,7 +65,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory):
 def sdk(stack):
     """The official Dodo SDK pointed at gunicorn."""
     _, base = stack
-    with dodopayments.DodoPayments(bearer_token="e2e-key", base_url=base, max_retries=0) as c:
+    with dodopayments.DodoPayments(bearer_token=E2E_KEY, base_url=base, max_retries=0) as c:
         yield c
 
 
@@ -125,7 +128,7 @@ def test_same_events_ingested_three_times_concurrently_are_billed_once(stack, sd
     counts: list[int] = []
 
     def post() -> None:
-        with dodopayments.DodoPayments(bearer_token="e2e-key", base_url=base, max_retries=0) as c:
+        with dodopayments.DodoPayments(bearer_token=E2E_KEY, base_url=base, max_retries=0) as c:
             for start in range(0, 600, 200):
                 counts.append(
                     c.usage_events.ingest(events=events[start : start + 200]).ingested_count

@@ -35,7 +35,7 @@ from worker.config import Settings
 from worker.infra import migrate
 from worker.infra.processes import celery_command
 
-API_KEY = "fault-key"
+API_KEY = "fault-key-0123456789abcdefghijklmnopq"
 
 
 class Stack:

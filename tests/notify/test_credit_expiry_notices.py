@@ -37,6 +37,7 @@ def watched(settings: Settings, receiver: Receiver) -> Settings:
         low_balance_thresholds="USD=100",
         notify_webhook_url=receiver.url + "/expiry",
         notify_webhook_secret=SECRET,
+        allow_private_webhook_urls="127.0.0.0/8",  # the receiver listens on loopback
         credit_expiry_notice_days=7,
     )
 

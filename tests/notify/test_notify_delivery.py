@@ -9,6 +9,7 @@ from email import message_from_bytes
 
 import pytest
 from aiosmtpd.controller import Controller
+from cryptography.fernet import Fernet
 from sqlalchemy import select
 
 from tests.support.processes import free_port
@@ -20,6 +21,9 @@ from worker.models import OutboxMessage
 from worker.notify import commit_hooks, lowbalance
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+# The receiver listens on loopback, which notifications may not reach unless allowed.
+LOOPBACK = "127.0.0.0/8"
+SEALING_KEY = Fernet.generate_key().decode()
 
 
 @pytest.fixture(scope="module")
@@ -36,6 +40,7 @@ def _settings(base: Settings, receiver: Receiver, path: str, **extra: object) ->
         low_balance_thresholds="USD=1000",
         notify_webhook_url=receiver.url + path,
         notify_webhook_secret=SECRET,
+        allow_private_webhook_urls=LOOPBACK,
         **extra,
     )
 
@@ -109,6 +114,7 @@ def test_schedule_exhausted_marks_failed(settings: Settings) -> None:
         low_balance_thresholds="USD=1000",
         notify_webhook_url=dead,
         notify_webhook_secret=SECRET,
+        allow_private_webhook_urls=LOOPBACK,
         notify_retry_schedule="0,0",
     )
     message_id = _cross(s)
@@ -122,15 +128,20 @@ def test_schedule_exhausted_marks_failed(settings: Settings) -> None:
 def test_endpoint_gets_only_its_events_signed_with_its_own_secret(
     settings: Settings, receiver: Receiver
 ) -> None:
-    s = settings.with_overrides(low_balance_thresholds="USD=1000")
+    s = settings.with_overrides(
+        low_balance_thresholds="USD=1000",
+        allow_private_webhook_urls=LOOPBACK,
+        endpoint_secret_key=SEALING_KEY,
+    )
     path = f"/endpoint-{settings.database_url[:6]}"
     with transaction(s) as session:
         endpoint = notify.add_endpoint(session, receiver.url + path, "wallet.balance_low")
         other = notify.add_endpoint(
             session, receiver.url + "/recovered", "wallet.balance_recovered"
         )
-        endpoint_id, secret = endpoint.id, endpoint.secret
-    assert secret.startswith("whsec_") and other.secret != secret
+        endpoint_id, secret = endpoint.id, notify.endpoint_secret(s, endpoint)
+        assert endpoint.secret.startswith("fernet:") and secret not in endpoint.secret
+    assert secret.startswith("whsec_") and notify.endpoint_secret(s, other) != secret
     receiver.secrets[path] = secret
     message_id = _cross(s)
     assert notify.deliver(s, message_id).status == "delivered"
@@ -173,7 +184,9 @@ def test_balance_low_email_reaches_a_real_smtp_server(settings: Settings) -> Non
     assert message_id in mail["Message-ID"]
 
 
-def test_endpoints_cli_add_list_remove(cli) -> None:
+def test_endpoints_cli_add_list_remove(cli, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ALLOW_PRIVATE_WEBHOOK_URLS", LOOPBACK)
+    monkeypatch.setenv("ENDPOINT_SECRET_KEY", SEALING_KEY)
     added = cli(
         "endpoints", "add", "http://127.0.0.1:1/x", "--events", "wallet.balance_low", "--json"
     )

@@ -12,7 +12,7 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from worker.access import apikeys
+from worker.access import apikeys, refused
 from worker.config import get_settings
 from worker.notify import commit_hooks, endpoints, publish
 
@@ -20,6 +20,7 @@ from worker.notify import commit_hooks, endpoints, publish
 def _clear_caches() -> None:
     get_settings.cache_clear()
     apikeys._principals.clear()
+    refused.forget_all()
     endpoints._subscriptions.clear()
 
 

@@ -17,7 +17,7 @@ from worker.infra.db import get_engine, transaction
 
 pytestmark = pytest.mark.slow
 
-API_KEY = "concurrency-key"
+API_KEY = "concurrency-key-0123456789abcdefghijk"
 DEBITS = 32
 DEBIT = 100
 FUNDED = 20 * DEBIT  # enough for 20 of the 32 debits

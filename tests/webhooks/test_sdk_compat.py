@@ -24,7 +24,7 @@ from worker.infra.db import get_engine
 
 pytestmark = pytest.mark.slow
 
-API_KEY = "sdk-test-key"
+API_KEY = "sdk-test-key-0123456789abcdefghijklm"
 
 
 class RequestLog:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import secrets
 import time
 from dataclasses import dataclass
@@ -11,19 +12,22 @@ from dataclasses import dataclass
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from worker.access import refused
 from worker.config import Settings
 from worker.errors import NotFound
 from worker.infra.db import transaction
 from worker.models import ApiKey, new_id, utcnow
 
 KEY_PREFIX = "bwk_"
+# Every key ever issued is the prefix and 43 url-safe base64 characters (token_urlsafe(32)).
+KEY_SHAPE = re.compile(KEY_PREFIX + r"[A-Za-z0-9_-]{43}")
 
 # A stored key's principal is remembered per process, by database and key hash, for this
 # many seconds: without it every request would open a transaction of its own (BEGIN, SELECT,
 # COMMIT) just to authenticate. Revoking a key forgets every remembered principal of the
 # revoking process at once; elsewhere (another web worker, a revocation from the CLI) the key
-# stops working within this bound. Only valid keys are remembered, so an unknown key is
-# always looked up and a new key works at once.
+# stops working within this bound. A new key works at once: only valid keys are remembered
+# here, and refused ones (worker.access.refused) are keys that can never become valid.
 PRINCIPAL_CACHE_SECONDS = 5.0
 _PRINCIPAL_CACHE_MAX = 1024
 _principals: dict[tuple[str, str], tuple[float, Principal]] = {}
@@ -106,9 +110,11 @@ def authenticate(settings: Settings, presented: str) -> Principal | None:
     ``PRINCIPAL_CACHE_SECONDS`` per process.
     """
     principal = bootstrap_principal(presented, settings.api_key)
-    if principal is not None or not presented.startswith(KEY_PREFIX):
-        return principal
+    if principal is not None or not KEY_SHAPE.fullmatch(presented):
+        return principal  # no key we issue has another shape: no database work
     cache_key = (settings.database_url, hash_key(presented))
+    if refused.recently(cache_key):
+        return None
     now = time.monotonic()
     cached = _principals.get(cache_key)
     if cached is not None and now - cached[0] < PRINCIPAL_CACHE_SECONDS:
@@ -117,6 +123,7 @@ def authenticate(settings: Settings, presented: str) -> Principal | None:
         principal = _lookup_hash(session, cache_key[1])
     if principal is None:
         _principals.pop(cache_key, None)
+        refused.remember(cache_key)
         return None
     if len(_principals) >= _PRINCIPAL_CACHE_MAX:  # bounded: the keys come from clients
         _principals.clear()

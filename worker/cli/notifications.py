@@ -39,7 +39,7 @@ def endpoints_add(url: str, events: str, as_json: bool) -> None:
             "id": endpoint.id,
             "url": endpoint.url,
             "events": endpoint.events,
-            "secret": endpoint.secret,
+            "secret": notify.endpoint_secret(get_settings(), endpoint),
         }
     emit(
         data,
@@ -72,6 +72,15 @@ def endpoints_list(as_json: bool) -> None:
             or "no endpoints"
         ),
     )
+
+
+@endpoints.command("seal-secrets")
+def endpoints_seal_secrets() -> None:
+    """Encrypt every endpoint secret under the first ENDPOINT_SECRET_KEY (after setting it,
+    or after putting a new key first to rotate)."""
+    with session() as s:
+        changed = notify.seal_secrets(s)
+    click.echo(f"{changed} endpoint secret(s) sealed under the first ENDPOINT_SECRET_KEY")
 
 
 @endpoints.command("remove")

@@ -19,11 +19,13 @@ from worker.notify.endpoints import (
     EMAIL_EVENT_TYPES,
     EVENT_TYPES,
     add_endpoint,
+    endpoint_secret,
     is_subscribed,
     list_endpoints,
     new_secret,
     parse_event_types,
     remove_endpoint,
+    seal_secrets,
     wants,
 )
 from worker.notify.outbox import (
@@ -50,6 +52,7 @@ __all__ = [
     "deliver",
     "dispatch_due",
     "due_message_ids",
+    "endpoint_secret",
     "enqueue_event",
     "envelope",
     "is_subscribed",
@@ -60,6 +63,7 @@ __all__ = [
     "remove_endpoint",
     "resend",
     "retry_delay",
+    "seal_secrets",
     "sign_headers",
     "wants",
 ]

@@ -28,6 +28,7 @@ from worker.config import Settings
 from worker.infra.db import transaction
 from worker.infra.metrics import NOTIFICATION_DELIVERIES
 from worker.models import DeliveryAttempt, OutboxMessage, WebhookEndpoint, utcnow
+from worker.notify import egress, sealing
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +75,10 @@ def _destination(settings: Settings, message: OutboxMessage) -> tuple[str, str] 
         endpoint = session.get(WebhookEndpoint, message.endpoint_id)
         if endpoint is None or not endpoint.enabled:
             return f"endpoint {message.endpoint_id} was removed"
-        return endpoint.url, endpoint.secret
+        try:
+            return endpoint.url, sealing.open_secret(settings, endpoint.secret)
+        except sealing.SecretUnreadable as exc:
+            return str(exc)
 
 
 def sign_headers(secret: str, message_id: str, body: str) -> dict[str, str]:
@@ -89,16 +93,22 @@ def sign_headers(secret: str, message_id: str, body: str) -> dict[str, str]:
     }
 
 
-def _post(url: str, secret: str, message: OutboxMessage) -> tuple[int | None, str | None]:
+def _post(
+    settings: Settings, url: str, secret: str, message: OutboxMessage
+) -> tuple[int | None, str | None]:
     body = json.dumps(message.payload, separators=(",", ":"), sort_keys=False)
     try:
-        response = httpx.post(
-            url,
-            content=body.encode(),
-            headers=sign_headers(secret, message.id, body),
-            timeout=TIMEOUT_SECONDS,
-            follow_redirects=False,
-        )
+        # Resolved and checked now, and sent to the address checked (see egress).
+        target = egress.target(settings, url)
+    except egress.EgressRefused as exc:
+        return None, f"refused: {exc}"
+    headers = {**sign_headers(secret, message.id, body), "host": target.host_header}
+    extensions = {"sni_hostname": target.sni_hostname} if target.sni_hostname else None
+    try:
+        with httpx.Client(timeout=TIMEOUT_SECONDS, follow_redirects=False) as client:
+            response = client.post(
+                target.url, content=body.encode(), headers=headers, extensions=extensions
+            )
     except httpx.TimeoutException:
         return None, f"timeout after {TIMEOUT_SECONDS:g}s"
     except httpx.HTTPError as exc:
@@ -122,12 +132,23 @@ def _email(settings: Settings, message: OutboxMessage) -> str | None:
     )
     mail["Message-ID"] = f"<{message.id}@billing-worker>"
     mail.set_content(json.dumps(message.payload, indent=2))
+    # Both TLS paths verify the server's certificate and name (smtplib's own default context
+    # for SMTP_SSL does not). Credentials go only over TLS: config turns smtp:// with a user
+    # into STARTTLS, and a server that does not offer it fails the send before any login.
+    context = ssl.create_default_context()
     try:
-        client_class = smtplib.SMTP_SSL if target.ssl else smtplib.SMTP
-        with client_class(target.host, target.port, timeout=TIMEOUT_SECONDS) as client:
+        if target.ssl:
+            client: smtplib.SMTP = smtplib.SMTP_SSL(
+                target.host, target.port, timeout=TIMEOUT_SECONDS, context=context
+            )
+        else:
+            client = smtplib.SMTP(target.host, target.port, timeout=TIMEOUT_SECONDS)
+        with client:
             if target.starttls:
-                client.starttls(context=ssl.create_default_context())
+                client.starttls(context=context)
             if target.username:
+                if not (target.ssl or target.starttls):  # unreachable through config
+                    return "refusing to send SMTP credentials without TLS"
                 client.login(target.username, target.password or "")
             client.send_message(mail)
     except (OSError, smtplib.SMTPException) as exc:
@@ -160,7 +181,7 @@ def deliver(settings: Settings, message_id: str, *, force: bool = False) -> Outc
         if isinstance(destination, str):
             error, permanent = destination, True
         else:
-            status_code, error = _post(*destination, message)
+            status_code, error = _post(settings, *destination, message)
     latency_ms = int((time.monotonic() - started) * 1000)
     with transaction(settings) as session:
         number = (

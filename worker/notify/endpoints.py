@@ -15,10 +15,11 @@ import httpx
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from worker.config import Settings
+from worker.config import Settings, redact_url
 from worker.errors import NotFound, ValidationFailed
 from worker.infra.db import settings_of, transaction
 from worker.models import WebhookEndpoint, new_id, utcnow
+from worker.notify import egress, sealing
 
 EVENT_TYPES = (
     "wallet.balance_low",
@@ -50,14 +51,22 @@ def parse_event_types(raw: str | None) -> str:
 
 
 def add_endpoint(session: Session, url: str, events: str | None = None) -> WebhookEndpoint:
-    """Register URL; the returned row carries its freshly generated secret."""
-    parsed = httpx.URL(url) if url else None
+    """Register URL; the returned row's secret is stored sealed: read it with
+    ``endpoint_secret`` (shown to the operator once, at creation)."""
+    try:
+        parsed = httpx.URL(url) if url else None
+    except httpx.InvalidURL:
+        parsed = None
     if parsed is None or parsed.scheme not in ("http", "https") or not parsed.host:
-        raise ValidationFailed("url", f"expected an http(s) URL, got {url!r}")
+        raise ValidationFailed("url", f"expected an http(s) URL, got {redact_url(url)!r}")
+    settings = settings_of(session)
+    refusal = egress.check_new_url(settings, parsed)
+    if refusal is not None:
+        raise ValidationFailed("url", refusal)
     endpoint = WebhookEndpoint(
         id=new_id("ep", 16),
         url=url,
-        secret=new_secret(),
+        secret=sealing.seal(settings, new_secret()),
         events=parse_event_types(events),
         enabled=True,
         created_at=utcnow(),
@@ -66,6 +75,24 @@ def add_endpoint(session: Session, url: str, events: str | None = None) -> Webho
     session.flush()
     _subscriptions.clear()
     return endpoint
+
+
+def endpoint_secret(settings: Settings, endpoint: WebhookEndpoint) -> str:
+    """The signing secret of ``endpoint`` (opened from its stored, sealed form)."""
+    return sealing.open_secret(settings, endpoint.secret)
+
+
+def seal_secrets(session: Session) -> int:
+    """Seal every plaintext endpoint secret and re-seal the others under the first
+    ENDPOINT_SECRET_KEY; returns how many rows changed."""
+    settings = settings_of(session)
+    changed = 0
+    for endpoint in session.scalars(select(WebhookEndpoint).with_for_update()):
+        stored = sealing.reseal(settings, endpoint.secret)
+        if stored != endpoint.secret:
+            endpoint.secret = stored
+            changed += 1
+    return changed
 
 
 def list_endpoints(session: Session) -> list[WebhookEndpoint]:
