@@ -22,7 +22,7 @@ from worker.models import utcnow
 
 pytestmark = pytest.mark.slow
 
-API_KEY = "sdk-lots-key"
+API_KEY = "sdk-lots-key-0123456789abcdefghijklmn"
 
 
 @pytest.fixture(scope="module")
