@@ -14,7 +14,7 @@ from flask_openapi3 import Info, OpenAPI
 from pydantic import ValidationError
 
 from tasks import publisher
-from webhooks import errors, metrics, openapi, providers
+from webhooks import errors, metrics, openapi, providers, scopes
 from webhooks.api import (
     admin,
     charges,
@@ -61,7 +61,12 @@ def create_app(settings: Settings | None = None) -> OpenAPI:
         # Hooked on the app, keyed by blueprint, so create_app() can run more than once per
         # process (tests); blueprint.before_request() would mutate the module-level blueprint.
         app.before_request_funcs.setdefault(blueprint.name, []).extend(
-            [require_api_key, guards.reject_repeated_query, guards.require_json_body]
+            [
+                require_api_key,
+                scopes.enforce_scope,
+                guards.reject_repeated_query,
+                guards.require_json_body,
+            ]
         )
     app.register_api(health.bp)
     # Authenticated by the provider's signature, not by an API key.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import current_app, g, request
 
-from worker.access.apikeys import authenticate
+from worker.access.apikeys import Principal, authenticate
 from worker.errors import Unauthorized
 
 BEARER_SECURITY = [{"bearerAuth": []}]
@@ -25,3 +25,13 @@ def require_api_key() -> None:
     if principal is None:
         raise Unauthorized
     g.principal = principal
+
+
+def principal() -> Principal:
+    """The caller of this request (set by ``require_api_key``)."""
+    return g.principal
+
+
+def actor() -> str:
+    """What this request's changes record as their actor: the key's id, or ``bootstrap``."""
+    return principal().actor

@@ -26,6 +26,7 @@ def refund_to_wallet(
     payment_id: str,
     refund_id: str | None = None,
     reason: str | None = None,
+    actor: str = "system",
 ) -> Refund:
     """Credit a refund of ``payment_id`` to the wallet (``refund``), once per refund.
 
@@ -50,17 +51,19 @@ def refund_to_wallet(
     if cap is not None and amount > cap and ledger.find_entry(session, customer_id, key) is None:
         raise RefundCapExceeded(requested=amount, cap=cap, currency=currency)
     try:
-        posted = ledger.post_entry(
-            session,
+        leg = ledger.Leg(
             customer_id=customer_id,
             currency=currency,
             amount=amount,
             is_credit=True,
             event_type="refund",
             reason=reason,
-            idempotency_key=key,
+            key=key,
             reference_object_id=payment_id,
+            actor=actor,
         )
+        [posted] = ledger.post(session, [leg])
+        assert isinstance(posted, ledger.Posted)  # a credit always posts; duplicates raise
     except DuplicateEntry as duplicate:
         wallet = ledger.get_wallet(session, customer_id, currency)
         return Refund(duplicate.entry, wallet, refund_id, replayed=True)

@@ -10,7 +10,7 @@ import sys
 import click
 from sqlalchemy.exc import OperationalError
 
-from worker.cli import apikeys, charges, core, events, notifications, serve, usage
+from worker.cli import apikeys, audit, charges, core, events, notifications, serve, usage
 from worker.config import ConfigError
 from worker.errors import BillingError
 
@@ -32,6 +32,7 @@ for command in (
     core.ledger_group,
     core.verify,
     apikeys.apikeys,
+    audit.audit,
     serve.serve,
     events.events,
     notifications.endpoints,

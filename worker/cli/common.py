@@ -15,6 +15,9 @@ from sqlalchemy.orm import Session
 from worker.errors import InvalidAmount
 from worker.infra.db import transaction
 
+# The actor of everything done through the CLI: whoever can run it can reach the database.
+CLI_ACTOR = "cli"
+
 json_option = click.option(
     "--json", "as_json", is_flag=True, help="Print the JSON object the HTTP API returns."
 )

@@ -5,7 +5,14 @@ from __future__ import annotations
 import click
 
 from worker import ledger
-from worker.cli.common import AMOUNT_COMMAND, emit, json_option, parse_amount, session
+from worker.cli.common import (
+    AMOUNT_COMMAND,
+    CLI_ACTOR,
+    emit,
+    json_option,
+    parse_amount,
+    session,
+)
 from worker.infra import migrate
 from worker.ledger.schemas import (
     CustomerOut,
@@ -51,7 +58,7 @@ def customers_create(email: str, name: str, phone_number: str | None, as_json: b
     """Create a customer, or show the existing one with that email."""
     with session() as s:
         customer, created = ledger.create_customer(
-            s, email=email, name=name, phone_number=phone_number
+            s, email=email, name=name, phone_number=phone_number, actor=CLI_ACTOR
         )
         out = CustomerOut.of(customer)
     verb = "created" if created else "exists"
@@ -98,15 +105,17 @@ def _adjust(is_credit: bool):  # type: ignore[no-untyped-def]
         as_json: bool,
     ) -> None:
         with session() as s:
-            posted = ledger.post_entry(
-                s,
+            leg = ledger.Leg(
                 customer_id=customer_id,
                 currency=currency,
                 amount=parse_amount(amount),
                 is_credit=is_credit,
                 reason=reason,
-                idempotency_key=idempotency_key,
+                key=ledger.client_key(idempotency_key),
+                actor=CLI_ACTOR,
             )
+            [posted] = ledger.post(s, [leg])
+            assert isinstance(posted, ledger.Posted)  # a refusing leg posts or raises
             out = WalletOut.of(posted.wallet)
             entry_id = posted.entry.id
         emit(out, as_json, lambda: f"{entry_id}: {out.currency} balance {out.balance}")
@@ -151,7 +160,8 @@ def ledger_list(
         return (
             "\n".join(
                 f"{e.created_at:%Y-%m-%d %H:%M:%S} {e.id} {'+' if e.is_credit else '-'}{e.amount} "
-                f"{e.currency} -> {e.after_balance} {e.event_type} {e.reason or ''}".rstrip()
+                f"{e.currency} -> {e.after_balance} {e.event_type} by {e.actor} "
+                f"{e.reason or ''}".rstrip()
                 for e in out.items
             )
             or "no entries"

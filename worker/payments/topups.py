@@ -24,6 +24,11 @@ KNOWN_CUSTOMERS = "bw_known_customers"  # customer ids that exist
 UNSEEN_PAYMENTS = "bw_unseen_payments"  # (provider, payment_id) with no topup_payments row
 
 
+def actor_of(provider: str) -> str:
+    """The actor of a provider's effects: ``webhook:dodo``, ``webhook:stripe``."""
+    return f"webhook:{provider}"
+
+
 def credit_topup(
     session: Session,
     *,
@@ -58,20 +63,21 @@ def credit_topup(
             {"payment_id": payment_id, "duplicate": True, "entry_id": known.ledger_entry_id},
         )
     try:
-        posted = ledger.post_entry(
-            session,
+        leg = ledger.Leg(
             customer_id=customer_id,
             currency=currency,
             amount=amount,
             is_credit=True,
             event_type="payment",
             reason=f"{provider} payment {payment_id}",
-            idempotency_key=ledger.system_key("payment", payment_id),
+            key=ledger.system_key("payment", payment_id),
             reference_object_id=payment_id,
-            # The inbox runs every handler in its own savepoint already: a concurrent post of
-            # the same key rolls that back and the event is retried, then finds the key used.
-            savepoint=False,
+            actor=actor_of(provider),
         )
+        # The inbox runs every handler in its own savepoint already: a concurrent post of
+        # the same key rolls that back and the event is retried, then finds the key used.
+        [posted] = ledger.post(session, [leg], savepoint=False)
+        assert isinstance(posted, ledger.Posted)  # a credit always posts; duplicates raise
         entry = posted.entry
     except DuplicateEntry as exc:
         entry = exc.entry
@@ -175,19 +181,20 @@ def reverse_topup(
         assert topup.customer_id is not None and topup.currency is not None
         # The refund already happened at the provider: take what the wallet holds and record
         # the rest as the merchant's shortfall.
-        posted = ledger.post_entry(
-            session,
+        leg = ledger.Leg(
             customer_id=topup.customer_id,
             currency=topup.currency,
             amount=share,
             is_credit=False,
             event_type="payment_reversal",
             reason=f"{provider} refund {refund_id} of payment {payment_id}",
-            idempotency_key=ledger.system_key("refund", refund_id),
+            key=ledger.system_key("refund", refund_id),
             reference_object_id=refund_id,
             on_short=ledger.OnShort.TAKE,
+            actor=actor_of(provider),
         )
-        if posted is not None:
+        [posted] = ledger.post(session, [leg])
+        if isinstance(posted, ledger.Posted):
             debited, entry_id = posted.entry.amount, posted.entry.id
             balance_after = posted.wallet.balance
     topup.reversed_amount += share
@@ -197,6 +204,7 @@ def reverse_topup(
             refund_id=refund_id,
             payment_id=payment_id,
             refund_amount=refund_amount,
+            actor=actor_of(provider),
             share=share,
             debited=debited,
             shortfall=share - debited,
