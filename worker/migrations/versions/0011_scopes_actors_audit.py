@@ -53,6 +53,14 @@ def _actor(name: str, nullable: bool = False) -> sa.Column:
 
 def upgrade() -> None:
     postgres = op.get_bind().dialect.name == "postgresql"
+    # Rebuilt on SQLite (no triggers on this table, so nothing is lost by the copy), before
+    # any table refers to it: SQLite cannot drop a table that a foreign key points at.
+    with op.batch_alter_table("api_keys") as batch:
+        batch.add_column(sa.Column("max_credit", sa.BigInteger(), nullable=True))
+        batch.add_column(_actor("created_by"))
+        batch.add_column(_actor("revoked_by", nullable=True))
+        batch.create_check_constraint(op.f("ck_api_keys_max_credit_positive"), "max_credit > 0")
+    op.execute(f"UPDATE api_keys SET revoked_by = '{_UNKNOWN}' WHERE revoked_at IS NOT NULL")  # noqa: S608
     op.create_table(
         "api_key_scopes",
         sa.Column("key_id", sa.String(length=64), nullable=False),
@@ -66,6 +74,7 @@ def upgrade() -> None:
         ),
         sa.PrimaryKeyConstraint("key_id", "scope", name=op.f("pk_api_key_scopes")),
     )
+    # Existing keys keep what they could do: admin, or everything short of it.
     op.execute(
         "INSERT INTO api_key_scopes (key_id, scope) SELECT id, 'admin' FROM api_keys WHERE is_admin"
     )
@@ -74,14 +83,11 @@ def upgrade() -> None:
             "INSERT INTO api_key_scopes (key_id, scope) "  # noqa: S608 (constants only)
             f"SELECT id, '{scope}' FROM api_keys WHERE NOT is_admin"
         )
-    # Rebuilt on SQLite (no triggers on this table, so nothing is lost by the copy).
-    with op.batch_alter_table("api_keys") as batch:
-        batch.add_column(sa.Column("max_credit", sa.BigInteger(), nullable=True))
-        batch.add_column(_actor("created_by"))
-        batch.add_column(_actor("revoked_by", nullable=True))
-        batch.create_check_constraint(op.f("ck_api_keys_max_credit_positive"), "max_credit > 0")
-        batch.drop_column("is_admin")
-    op.execute(f"UPDATE api_keys SET revoked_by = '{_UNKNOWN}' WHERE revoked_at IS NOT NULL")  # noqa: S608
+    # The admin scope is now the one source of truth. In place on SQLite 3.35+ (no rebuild).
+    if postgres:
+        op.drop_column("api_keys", "is_admin")
+    else:
+        op.execute("ALTER TABLE api_keys DROP COLUMN is_admin")
 
     # Plain ADD COLUMNs (no rebuild on SQLite: wallets and charges keep their triggers).
     op.add_column("customers", _actor("created_by"))
@@ -124,18 +130,17 @@ def downgrade() -> None:
         else:
             # SQLite 3.35+ drops a column in place (no rebuild, so the triggers stay).
             op.execute(f"ALTER TABLE {table} DROP COLUMN {column}")
-    with op.batch_alter_table("api_keys") as batch:
-        batch.add_column(
-            sa.Column("is_admin", sa.Boolean(), server_default=sa.false(), nullable=False)
-        )
+    op.add_column(
+        "api_keys", sa.Column("is_admin", sa.Boolean(), server_default=sa.false(), nullable=False)
+    )
     op.execute(
         "UPDATE api_keys SET is_admin = "
         "EXISTS (SELECT 1 FROM api_key_scopes s WHERE s.key_id = api_keys.id AND s.scope = 'admin')"
     )
+    op.drop_table("api_key_scopes")
+    # Rebuilt on SQLite, now that no table refers to it.
     with op.batch_alter_table("api_keys") as batch:
-        batch.alter_column("is_admin", server_default=None)
         batch.drop_constraint(op.f("ck_api_keys_max_credit_positive"), type_="check")
         batch.drop_column("revoked_by")
         batch.drop_column("created_by")
         batch.drop_column("max_credit")
-    op.drop_table("api_key_scopes")
