@@ -17,9 +17,9 @@ import pytest
 from dodopayments import DodoPayments
 
 from tests.support.processes import create_pg_database, drop_pg_database, gunicorn, process_env
+from worker.access import apikeys
 from worker.config import Settings
 from worker.infra import migrate
-from worker.access import apikeys
 from worker.infra.db import get_engine, transaction
 
 pytestmark = pytest.mark.slow
