@@ -2,8 +2,9 @@
 
 Where things are: ``api/`` (the routes behind an API key, and health), ``providers/`` (the
 signed provider webhook receivers), ``errors`` (every error response and its status),
-``auth`` (API keys), ``metrics`` (``/metrics`` and request counters), ``openapi``
-(``/openapi.json``), ``strict_json`` (the one JSON parser for request bodies).
+``auth`` (API keys), ``scopes`` (the scope each API route declares), ``metrics``
+(``/metrics`` and request counters), ``openapi`` (``/openapi.json``), ``strict_json`` (the one
+JSON parser for request bodies).
 """
 
 from __future__ import annotations
