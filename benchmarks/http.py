@@ -2,8 +2,9 @@
 
 Eight concurrent clients (``wrk -c8``, Lua script, a distinct idempotency key per request)
 credit 1 cent either to a random one of the 10,000 wallets ``benchmarks.pgbench`` seeded
-(spread) or to its hot wallet (hot): the same shape as the ``raw_spread``/``raw_hot`` pgbench
-references of this run, so the ratio compares like with like. A paced, open-loop client in
+(spread) or to its hot wallet (hot), or debit 1 cent from a random wallet (debit spread,
+spending its lot): the same shapes as the ``raw_spread``/``raw_hot``/``raw_debit_spread``
+pgbench references of this run, so the ratio compares like with like. A paced, open-loop client in
 separate processes then measures p99 at half the peak rate (latency counted from each
 request's scheduled time, so a stall is not hidden by the client waiting).
 """
@@ -20,7 +21,13 @@ from worker.infra.db import get_engine, transaction
 
 SECTION = "http"
 CLIENTS = 8
-SHAPES = {"spread": (FIRST_CUSTOMER, LAST_CUSTOMER), "hot": (HOT_CUSTOMER, HOT_CUSTOMER)}
+# label -> (first wallet, last wallet, entry type, raw reference); debits spend the lot every
+# wallet was seeded with.
+SHAPES = {
+    "spread": (FIRST_CUSTOMER, LAST_CUSTOMER, "credit", "raw_spread"),
+    "hot": (HOT_CUSTOMER, HOT_CUSTOMER, "credit", "raw_hot"),
+    "debit spread": (FIRST_CUSTOMER, LAST_CUSTOMER, "debit", "raw_debit_spread"),
+}
 
 
 def run(ctx: Context) -> list[Row]:
@@ -28,13 +35,12 @@ def run(ctx: Context) -> list[Row]:
     where = services.workdir(ctx, "http")
     base = services.shared(ctx)
     rows: list[Row] = []
-    for label, (first, last) in SHAPES.items():
-        script = where / f"ledger_entries_{label}.lua"
-        script.write_text(_LUA % (first, last, API_KEY))
+    for label, (first, last, entry_type, ref) in SHAPES.items():
+        script = where / f"ledger_entries_{label.replace(' ', '_')}.lua"
+        script.write_text(_LUA % (first, last, API_KEY, entry_type))
         services.wrk(base, script, 1, CLIENTS)  # warm-up: imports, pools, caches
         result = services.wrk(base, script, duration, CLIENTS)
         rate = result["rps"]
-        ref = f"raw_{label}"
         load = f"wrk -c{CLIENTS} (Lua)"
         rows += [
             Row(
@@ -52,6 +58,8 @@ def run(ctx: Context) -> list[Row]:
             Row(SECTION, f"POST ledger-entries {label} p50", result["p50"], "ms", load=load),
             Row(SECTION, f"POST ledger-entries {label} p99", result["p99"], "ms", load=load),
         ]
+        if entry_type == "debit":
+            continue  # the paced latency rows are the credits'
         customer_ids = [str(n) for n in range(first, last + 1)]
         paced = clients.paced_ledger(base, customer_ids, rate / 2, duration, 2 if ctx.quick else 4)
         rows.append(
@@ -100,7 +108,7 @@ end
 function request()
   counter = counter + 1
   local id = tostring(math.random(first, last))
-  local body = '{"amount": 1, "currency": "USD", "entry_type": "credit", ' ..
+  local body = '{"amount": 1, "currency": "USD", "entry_type": "%s", ' ..
     '"reason": "bench", "idempotency_key": "wrk-' .. prefix .. '-' .. counter .. '"}'
   return wrk.format("POST", "/customers/" .. id .. "/wallets/ledger-entries", headers, body)
 end

@@ -27,6 +27,8 @@ SECTION = "ledger core"
 # post_alone (one entry as its own transaction, as the HTTP API posts) measured on the same
 # shapes as post_entry (an entry in the caller's transaction); kind -> raw shape.
 ALONE = {"alone spread": "spread", "alone hot": "hot"}
+# Debits through post_own (how the HTTP API posts one): lock, read the lots, one write.
+DEBITS = {"debit spread": "debit_spread", "debit hot": "debit_hot"}
 GOAL = ">= 0.7x raw"
 WARMUP = 20
 
@@ -74,6 +76,18 @@ def _post_transaction(settings: Any, kind: str, rng: random.Random) -> int:
 
     if kind == "psycopg":
         return _post_raw_psycopg(settings, rng)
+    if kind in DEBITS:
+        ledger.post_own(
+            settings,
+            ledger.Leg(
+                customer_id=_wallet_for(kind.split()[1], rng),
+                currency="USD",
+                amount=1,
+                is_credit=False,
+                reason="bench",
+            ),
+        )
+        return 1
     if kind in ALONE:
         posted = ledger.post_alone(
             settings,
@@ -186,7 +200,7 @@ def run(ctx: Context) -> list[Row]:
     rounds = 0 if ctx.quick else 2
     seconds = 5
     plans = (
-        {"alone spread": 100, "alone hot": 60, "spread": 60, "hot": 40}
+        {"alone spread": 100, "alone hot": 60, "spread": 60, "hot": 40, "debit spread": 60}
         if ctx.quick
         else {
             "psycopg": 200,
@@ -195,6 +209,8 @@ def run(ctx: Context) -> list[Row]:
             "spread": 200,
             "hot": 100,
             "batch100": 3,
+            "debit spread": 200,
+            "debit hot": 100,
         }
     )
     rows = []
@@ -239,6 +255,8 @@ def run(ctx: Context) -> list[Row]:
             # The ledger core's path for an entry that is a transaction of its own (the HTTP
             # API's): the goal is judged here.
             name, goal = f"post_alone {ALONE[kind]}", GOAL
+        elif kind in DEBITS:
+            name, goal = f"post_own {kind} (with lots)", ""
         else:
             name, goal = f"post_entry {kind} (in the caller's transaction)", ""
         rows.append(
@@ -259,7 +277,7 @@ def run(ctx: Context) -> list[Row]:
 
 
 def _raw_kind(kind: str) -> str:
-    return "spread" if kind == "psycopg" else ALONE.get(kind, kind)
+    return "spread" if kind == "psycopg" else ALONE.get(kind) or DEBITS.get(kind, kind)
 
 
 def _verify(ctx: Context) -> Row:

@@ -1,7 +1,8 @@
 """Raw-SQL references: the ledger core's own statement, driven by ``pgbench``.
 
 On PostgreSQL ``worker.ledger.post_entry`` (a credit without an idempotency key) sends
-BEGIN; one statement that updates the wallet and inserts the entry (``_PG_POST``); COMMIT.
+BEGIN; one statement that updates the wallet and inserts the entry and its credit lot
+(``pg.SINGLE``); COMMIT.
 ``post_alone`` sends that statement alone, in autocommit (plus a check on the wallet's
 low-balance state); the references keep BEGIN/COMMIT, the plain SQL way to post an entry.
 The scripts below run that very SQL text (imported, so it cannot drift), with pgbench
@@ -14,6 +15,7 @@ Each reference uses K=8 clients, like the Python benchmarks it is compared with:
 - ``raw_spread``   one entry per transaction, a random wallet out of 10,000 (entries/s)
 - ``raw_hot``      one entry per transaction, all on one hot wallet (entries/s)
 - ``raw_batch100`` 100 entries per transaction over random wallets (entries/s)
+- ``raw_debit_spread`` / ``raw_debit_hot`` a debit with its lot, the plain SQL way (``_DEBIT``)
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ FIRST_CUSTOMER = 100_001
 LAST_CUSTOMER = FIRST_CUSTOMER + WALLETS - 1
 HOT_CUSTOMER = FIRST_CUSTOMER - 1
 SECTION = "raw sql (pgbench)"
+SEED_CREDIT = 1_000_000_000
 
 # Constant parameters, passed with ``pgbench -D``; parameters the core binds as None are NULL.
 CONSTANTS = {
@@ -47,6 +50,8 @@ CONSTANTS = {
     "reason": "bench",
     "created_at": "2026-01-01T00:00:00Z",
     "key_scope": "client",
+    "actor": "bench",
+    "category": "paid",
     "fingerprint": fingerprint(
         currency="USD",
         amount=1,
@@ -56,7 +61,7 @@ CONSTANTS = {
         reference_object_id=None,
     ),
 }
-NULLS = ("reference_object_id", "idempotency_key")
+NULLS = ("reference_object_id", "idempotency_key", "expires_at")
 
 
 def statement() -> str:
@@ -98,21 +103,81 @@ def seed(ctx: Context) -> None:
             ON CONFLICT DO NOTHING
             """
         )
-        conn.execute("VACUUM ANALYZE wallets")
-        conn.execute("VACUUM ANALYZE customers")
+        # Every wallet starts with one credit of SEED_CREDIT and its lot, so the debit shapes
+        # never run dry and verify finds the ledger, the balances and the lots equal.
+        conn.execute(
+            """
+            WITH w AS (
+                UPDATE wallets SET balance = %(credit)s
+                WHERE balance = 0 AND customer_id IN (
+                    SELECT customer_id FROM customers WHERE email LIKE '%%@bench.invalid')
+                RETURNING customer_id
+            ), e AS (
+                INSERT INTO ledger_entries (id, business_id, customer_id, currency, amount,
+                    is_credit, before_balance, after_balance, event_type, reason,
+                    key_scope, fingerprint, created_at, actor)
+                SELECT 'wle_seed_' || customer_id, 'bus_local', customer_id, 'USD',
+                       %(credit)s, true, 0, %(credit)s, 'merchant_adjustment', 'seed',
+                       'client', 'seed', now(), 'bench'
+                FROM w RETURNING id, customer_id
+            )
+            INSERT INTO credit_lots (id, customer_id, currency, entry_id, amount, remaining,
+                                     category, created_at)
+            SELECT 'lot_seed_' || customer_id, customer_id, 'USD', id, %(credit)s,
+                   %(credit)s, 'paid', now()
+            FROM e
+            """,
+            {"credit": SEED_CREDIT},
+        )
+        for table in ("wallets", "customers", "ledger_entries", "credit_lots"):
+            conn.execute(f"VACUUM ANALYZE {table}")
 
 
 def _one_entry(pick: str) -> str:
     # A random 53-bit entry id per entry (ids are unique; a collision would fail the run).
     return (
         f"{pick}\n\\set amount random(1, 1000)\n\\set delta :amount\n"
-        f"\\set id random(1, 9007199254740991)\n{statement()};\n"
+        f"\\set id random(1, 9007199254740991)\n\\set lot_id random(1, 9007199254740991)\n"
+        f"{statement()};\n"
     )
 
 
+# A debit of 1 the plain SQL way with lots: lock the wallet; then, under that lock, take it
+# from the first live lot in spending order, move the wallet, insert the entry and what it
+# consumed, in one statement.
+_DEBIT = """\\set id random(1, 9007199254740991)
+SELECT balance FROM wallets WHERE customer_id = :customer_id AND currency = 'USD' FOR UPDATE;
+WITH lot AS (
+    SELECT id FROM credit_lots
+    WHERE customer_id = :customer_id AND currency = 'USD' AND remaining > 0
+      AND (expires_at IS NULL OR expires_at > now())
+    ORDER BY expires_at IS NULL, expires_at, category DESC, seq LIMIT 1
+), u AS (
+    UPDATE credit_lots SET remaining = remaining - 1 FROM lot
+    WHERE credit_lots.id = lot.id RETURNING credit_lots.id
+), w AS (
+    UPDATE wallets SET balance = balance - 1, updated_at = now()
+    WHERE customer_id = :customer_id AND currency = 'USD' AND balance >= 1 RETURNING balance
+), e AS (
+    INSERT INTO ledger_entries (id, business_id, customer_id, currency, amount, is_credit,
+        before_balance, after_balance, event_type, reason, key_scope, fingerprint,
+        created_at, actor)
+    SELECT :id, 'bus_local', :customer_id, 'USD', 1, false, w.balance + 1, w.balance,
+           'merchant_adjustment', 'bench', 'client', :fingerprint, now(), 'bench'
+    FROM w RETURNING id
+)
+INSERT INTO lot_consumptions (entry_id, lot_id, amount) SELECT e.id, u.id, 1 FROM e, u;
+"""
+
+
 def script(kind: str) -> str:
-    """The pgbench script for ``spread``, ``hot`` or ``batch100``."""
-    if kind == "spread":
+    """The pgbench script for ``spread``, ``hot``, ``batch100``, ``debit_spread`` or
+    ``debit_hot``."""
+    if kind == "debit_spread":
+        body = f"\\set customer_id random({FIRST_CUSTOMER}, {LAST_CUSTOMER})\n{_DEBIT}"
+    elif kind == "debit_hot":
+        body = f"\\set customer_id {HOT_CUSTOMER}\n{_DEBIT}"
+    elif kind == "spread":
         body = _one_entry(f"\\set customer_id random({FIRST_CUSTOMER}, {LAST_CUSTOMER})")
     elif kind == "hot":
         body = _one_entry(f"\\set customer_id {HOT_CUSTOMER}")
@@ -183,7 +248,8 @@ def run_references(ctx: Context) -> list[Row]:
     seed(ctx)
     seconds = 2 if ctx.quick else 8
     rows = []
-    for kind, per_tx in (("spread", 1), ("hot", 1), ("batch100", 100)):
+    kinds = (("spread", 1), ("hot", 1), ("batch100", 100), ("debit_spread", 1), ("debit_hot", 1))
+    for kind, per_tx in kinds:
         value = run_pgbench(ctx, kind, seconds) * per_tx
         ctx.references[f"raw_{kind}"] = value
         rows.append(
@@ -195,11 +261,12 @@ def run_references(ctx: Context) -> list[Row]:
                 note=f"-M prepared -c {CLIENTS}, {seconds}s"
                 + (
                     "; 10,000 wallets"
-                    if kind == "spread"
+                    if kind.endswith("spread")
                     else "; one wallet"
-                    if kind == "hot"
+                    if kind.endswith("hot")
                     else ""
-                ),
+                )
+                + ("; a debit of 1 with its lot" if kind.startswith("debit") else ""),
                 load="pgbench",
             )
         )

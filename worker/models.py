@@ -249,11 +249,16 @@ class CreditLot(Base):
             ["wallets.customer_id", "wallets.currency"],
             name="fk_credit_lots_wallet",
         ),
-        # A debit reads the wallet's lots that still hold something.
+        # A debit reads its wallet's lots that still hold something in spending order
+        # (worker.ledger.lots.spending_order), only as many as it needs.
         Index(
-            "ix_credit_lots_wallet_open",
+            "ix_credit_lots_spending",
             "customer_id",
             "currency",
+            text("(expires_at IS NULL)"),
+            "expires_at",
+            text("category DESC"),
+            "seq",
             postgresql_where=text("remaining > 0"),
             sqlite_where=text("remaining > 0"),
         ),

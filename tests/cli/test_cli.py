@@ -143,7 +143,8 @@ def test_verify_ok_then_drift_exits_1(cli, settings: Settings, customer_id: str)
     assert drift.code == 1
     assert drift.out.splitlines() == [
         f"wallet {customer_id}/USD: balance 7 but ledger sums to 100",
-        "DRIFT: 2 wallets, 1 entries, 1 problem(s)",
+        f"wallet {customer_id}/USD: balance 7 but its credit lots hold 100",
+        "DRIFT: 2 wallets, 1 entries, 2 problem(s)",
     ]
     assert cli("verify", "--json").json()["ok"] is False
 

@@ -385,11 +385,9 @@ def test_post_alone_commits_the_entry_and_the_balance_together(
         0,
         700,
     )
-    # A debit must read the lots it spends after locking the wallet: it declines, and a
-    # transaction posts it (post_own).
-    assert alone(settings, customer_id, 200, is_credit=False) is None
-    debited = ledger.post_own(settings, ledger.Leg(customer_id, "USD", 200, is_credit=False))
-    assert debited.wallet.balance == 500
+    # A debit: the wallet's lock, then the statement that reads its lots, in one round trip.
+    debited = alone(settings, customer_id, 200, is_credit=False)
+    assert debited is not None and debited.wallet.balance == 500
     # Committed (no transaction of ours around it), and exactly as post_entry would write it.
     assert balance(tx, customer_id) == 500
     with tx() as s:
@@ -613,6 +611,7 @@ def test_verify_reports_a_balance_drifted_behind_the_codes_back(
     assert not report.ok
     assert report.problems == [
         f"wallet {customer_id}/USD: balance 90 but ledger sums to 100",
+        f"wallet {customer_id}/USD: balance 90 but its credit lots hold 100",
     ]
 
 

@@ -469,3 +469,54 @@ def test_any_sequence_keeps_lots_equal_to_the_balance_and_spends_nothing_expired
         assert late == []
         report = ledger.verify(s)
         assert report.ok, report.problems
+
+
+@pytest.mark.parametrize("backend", ["postgresql"])
+def test_one_statement_debits_batches_credits_and_expiry_together_stay_exact(
+    tx, settings: Settings
+) -> None:
+    """Both debit paths (the pipelined statement and the Python judge of a batch), expiring
+    credits and expiry runs on the same wallets at once: no deadlock, no lost unit."""
+    customers = _customers(tx, 3)
+    with tx() as s:
+        ledger.post(s, [ledger.Leg(c, "USD", 5_000, is_credit=True) for c in customers])
+    stop = time.monotonic() + 3
+    refused = []
+
+    def one(i: int) -> None:
+        rng = __import__("random").Random(i)
+        while time.monotonic() < stop:
+            c = rng.choice(customers)
+            try:
+                match i % 4:
+                    case 0:
+                        ledger.post_own(settings, ledger.Leg(c, "USD", rng.randint(1, 50), False))
+                    case 1:
+                        with tx() as s:
+                            ledger.post(
+                                s,
+                                [
+                                    ledger.Leg(c, "USD", rng.randint(1, 30), False),
+                                    ledger.Leg(c, "USD", rng.randint(1, 30), False),
+                                ],
+                            )
+                    case 2:
+                        ledger.post_own(
+                            settings,
+                            ledger.Leg(
+                                c,
+                                "USD",
+                                rng.randint(1, 80),
+                                True,
+                                expires_at=soon(rng.choice([0.05, 0.3, 60])),
+                                category=rng.choice(["paid", "promotional"]),
+                            ),
+                        )
+                    case 3:
+                        expiry.expire_credits(settings)
+            except InsufficientBalance:
+                refused.append(i)
+
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(one, range(8)))
+    check(tx)

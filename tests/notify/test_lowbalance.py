@@ -176,9 +176,10 @@ def test_an_entry_that_crosses_nothing_costs_no_extra_statement(settings: Settin
             ledger.post_entry(session, customer_id=cid, currency="USD", amount=100, is_credit=False)
     finally:
         event.remove(engine, "before_cursor_execute", record)
-    # The posting statement returned the wallet's state and the customer's overrides: 4900 is
-    # above 1000 and the wallet is normal, so no read and no UPDATE of low_state follow it.
-    assert len(statements) == 1, statements
+    # The debit's statement (after the wallet's lock) returned the wallet's state and the
+    # customer's overrides: 4900 is above 1000 and the wallet is normal, so no read and no
+    # UPDATE of low_state follow it.
+    assert len(statements) == 2 and "FOR UPDATE" in statements[0], statements
 
 
 def test_scan_finds_lost_check_and_never_double_notifies(lb_settings: Settings) -> None:

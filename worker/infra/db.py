@@ -138,15 +138,25 @@ def transaction(settings: Settings | None = None) -> Iterator[Session]:
 
 
 def autocommit_first(settings: Settings, sql: str, params: Mapping[str, Any]) -> Any:
-    """The first row (or None) of ONE statement in autocommit mode, run straight on a pooled
-    psycopg connection of ``autocommit_engine``. PostgreSQL only.
+    """The first row (or None) of ONE statement in autocommit mode (``autocommit_rows``)."""
+    return autocommit_rows(settings, [(sql, params)])[0]
 
-    PostgreSQL runs a lone statement as its own transaction, atomically and durably committed
-    before this returns: BEGIN, the statement and COMMIT in one statement and one round trip,
-    without SQLAlchemy's statement machinery (most of a hot path's client CPU). Errors are
-    raised as SQLAlchemy's own types (``OperationalError``, ``IntegrityError``, ...), as a
-    Session would raise them, and a connection the error broke is not handed out again.
+
+def autocommit_rows(settings: Settings, statements: list[tuple[str, Mapping[str, Any]]]) -> Any:
+    """The first row (or None) of each statement, run straight on a pooled psycopg connection
+    of ``autocommit_engine``, as ONE transaction in ONE round trip. PostgreSQL only.
+
+    A lone statement is its own transaction, atomically and durably committed before this
+    returns. Several are sent together in psycopg's pipeline mode between BEGIN and COMMIT:
+    the server still runs them one after the other, each with its own snapshot (what a
+    statement that must read after an earlier one's row lock needs), but the client waits for
+    the network once. Either way without SQLAlchemy's statement machinery (most of a hot
+    path's client CPU). Errors are raised as SQLAlchemy's own types (``OperationalError``,
+    ``IntegrityError``, ...), as a Session would raise them, after the transaction is rolled
+    back, and a connection the error broke is not handed out again.
     """
+    sql = statements[-1][0]
+    params = statements[-1][1]
     engine = autocommit_engine(settings)
     driver_error = engine.dialect.loaded_dbapi.Error
 
@@ -162,7 +172,18 @@ def autocommit_first(settings: Settings, sql: str, params: Mapping[str, Any]) ->
     try:
         conn = pooled.driver_connection
         try:
-            return conn.execute(sql, params).fetchone()
+            if len(statements) == 1:
+                return [conn.execute(sql, params).fetchone()]
+            try:
+                with conn.pipeline():
+                    conn.execute("BEGIN")
+                    cursors = [conn.execute(q, p) for q, p in statements]
+                    conn.execute("COMMIT")
+                return [c.fetchone() if c.description else None for c in cursors]
+            except driver_error:
+                if not (conn.broken or conn.closed):
+                    conn.execute("ROLLBACK")  # the failed statement left the transaction open
+                raise
         except driver_error as exc:
             broken = conn.broken or conn.closed
             if broken:

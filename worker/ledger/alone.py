@@ -1,5 +1,6 @@
 """A leg that is a transaction of its own (the ledger-entries API call): usually ONE
-autocommitted statement, with no BEGIN, COMMIT or Session.
+autocommitted statement (a debit: the wallet's lock, then one statement, sent together), with
+no Session.
 
 PostgreSQL runs a single statement atomically, so the wallet update and the entry commit
 together: a third of the statements, the row lock held for one statement. The statement
@@ -16,12 +17,12 @@ from sqlalchemy.exc import IntegrityError
 from worker import notify
 from worker.config import Settings
 from worker.errors import DuplicateEntry
-from worker.infra.db import autocommit_first, get_engine, transaction
+from worker.infra.db import autocommit_first, autocommit_rows, get_engine, transaction
 from worker.infra.metrics import LEDGER_ENTRIES
 from worker.ledger import pg
 from worker.ledger.legs import Leg, Posted, prepare
 from worker.ledger.objects import snapshot, transient
-from worker.ledger.posting import post, statement_result, statement_values
+from worker.ledger.posting import one_statement, post, statement_result, statement_values
 from worker.ledger.wallets import get_wallet, wallet_columns
 from worker.models import LedgerEntry, Wallet
 from worker.notify.lowbalance import WalletState
@@ -59,9 +60,10 @@ def _in_transaction(settings: Settings, leg: Leg, *, savepoint: bool) -> Posted:
 
 
 def post_alone(settings: Settings, leg: Leg) -> Posted | None:
-    """Post the credit ``leg`` as one autocommitted statement, or return None having written
-    nothing (a debit, key used, no wallet yet, a low-balance crossing, SQLite, ...): the
-    caller then posts it in a transaction, which also says why.
+    """Post ``leg`` as one autocommitted statement (a debit: its wallet's lock and then the
+    statement, in one round trip), or return None having written nothing (funds short, key
+    used, no wallet yet, a low-balance crossing, SQLite, ...): the caller then posts it in a
+    transaction, which also says why.
 
     Database errors other than a lost race for the key are raised (``OperationalError`` and
     the like): a connection lost after the statement was sent leaves its outcome unknown (the
@@ -70,15 +72,22 @@ def post_alone(settings: Settings, leg: Leg) -> Posted | None:
     """
     if (
         get_engine(settings).dialect.name != "postgresql"
-        or not leg.is_credit
+        or not one_statement(leg)
         or notify.wants(settings, "wallet.ledger_entry.created")
     ):
         return None
     leg = prepare(settings, leg)
     values = statement_values(settings, leg)
     values["threshold"] = settings.low_balance_threshold_map.get(leg.currency)
+    keyed = leg.key is not None
     try:
-        row = autocommit_first(settings, pg.SINGLE[(leg.key is not None, True)], values)
+        if leg.is_credit:
+            row = autocommit_first(settings, pg.SINGLE[(keyed, True)], values)
+        else:
+            # The lock, then the debit that reads the lots after it: one round trip.
+            row = autocommit_rows(
+                settings, [(pg.LOCK_ONE, values), (pg.DEBIT[(keyed, True)], values)]
+            )[1]
     except IntegrityError:
         # A lost race for the key: the statement failed and wrote nothing.
         return None

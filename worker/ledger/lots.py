@@ -4,17 +4,17 @@ Every credit creates a lot; every debit draws from its wallet's live lots in one
 (``spending_order``) and records how much it took from each. A lot is live until its
 ``expires_at``; after that its remainder can only be taken by its own ``expiration`` entry
 (``worker.ledger.expiry``). The posting pipeline calls ``load`` for the wallets it has locked,
-``draw`` for each debit and ``Book.rows`` for what to write; nothing here commits.
+``Book.credit`` and ``Book.draw`` for each leg and ``Book.rows`` for what to write; nothing here
+commits.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select, tuple_
+from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from worker.ledger import pg
@@ -163,34 +163,87 @@ def lot_row(entry: dict[str, Any], leg: Any) -> dict[str, Any]:
     }
 
 
-def load(session: Session, wallets: Iterable[tuple[str, str]]) -> Book:
-    """The lots that still hold something, of ``wallets`` (locked by the caller, so nothing
-    else spends them until this transaction ends), each wallet's in spending order."""
-    keys = sorted(set(wallets))
-    book = Book()
-    if not keys:
-        return book
-    if session.get_bind().dialect.name == "postgresql":
-        rows = session.execute(
-            pg.OPEN_LOTS,
-            {"wallets": pg.rows_json([{"customer_id": c, "currency": cur} for c, cur in keys])},
-        )
-    else:
-        t = CreditLot
-        rows = session.execute(
-            select(
-                t.customer_id,
-                t.currency,
-                t.id,
-                t.seq,
-                t.remaining,
-                t.category,
-                t.expires_at,
-                t.created_at,
-            ).where(tuple_(t.customer_id, t.currency).in_(keys), t.remaining > 0)
-        )
-    for customer_id, currency, *lot in rows:
-        book.lots.setdefault((customer_id, currency), []).append(Lot(*lot))
+# How many live lots a posting first reads per wallet: almost always enough. A wallet whose
+# first lots do not hold what its debits ask for is read whole.
+FIRST_LOTS = 16
+
+
+def load(
+    session: Session, needs: dict[tuple[str, str], int], named: set[str], now: datetime
+) -> Book:
+    """The lots a posting may spend: for each wallet, its live lots in spending order until
+    they hold ``needs[wallet]`` (all of them when they do not), plus the lots ``named`` (live
+    or not). The caller has locked the wallets, so nothing else spends these lots until its
+    transaction ends; ``Book.spendable`` is exact whenever it is less than the need."""
+    wallets = sorted(w for w, need in needs.items() if need > 0)
+    found: dict[tuple[str, str], dict[str, Lot]] = {}
+    for customer_id, currency, *lot in _fetch(session, wallets, named, now, FIRST_LOTS):
+        found.setdefault((customer_id, currency), {})[lot[0]] = Lot(*lot)
+    book = Book({w: list(lots.values()) for w, lots in found.items()})
+    short = [
+        w
+        for w in wallets
+        if sum(lot.live(now) for lot in book.lots.get(w, ())) >= FIRST_LOTS
+        and book.spendable(w, now) < needs[w]
+    ]
+    for customer_id, currency, *lot in _fetch(session, short, set(), now, None):
+        found[(customer_id, currency)][lot[0]] = Lot(*lot)
+    for w in short:
+        book.lots[w] = list(found[w].values())
     for lots in book.lots.values():
         lots.sort(key=spending_order)
     return book
+
+
+def _fetch(
+    session: Session,
+    wallets: list[tuple[str, str]],
+    named: set[str],
+    now: datetime,
+    limit: int | None,
+) -> list[Any]:
+    if not wallets and not named:
+        return []
+    if session.get_bind().dialect.name == "postgresql":
+        return list(
+            session.execute(
+                pg.SPENDABLE_LOTS,
+                {
+                    "wallets": pg.rows_json(
+                        [{"customer_id": c, "currency": v} for c, v in wallets]
+                    ),
+                    "named": pg.rows_json(sorted(named)),
+                    "now": now,
+                    "limit": limit,
+                },
+            )
+        )
+    t = CreditLot
+    columns = (
+        t.customer_id,
+        t.currency,
+        t.id,
+        t.seq,
+        t.remaining,
+        t.category,
+        t.expires_at,
+        t.created_at,
+    )
+    rows: list[Any] = []
+    for customer_id, currency in wallets:
+        rows += session.execute(
+            select(*columns)
+            .where(
+                t.customer_id == customer_id,
+                t.currency == currency,
+                t.remaining > 0,
+                or_(t.expires_at.is_(None), t.expires_at > now),
+            )
+            .order_by(t.expires_at.is_(None), t.expires_at, t.category.desc(), t.seq)
+            .limit(limit)
+        ).all()
+    if named:
+        rows += session.execute(
+            select(*columns).where(t.id.in_(sorted(named)), t.remaining > 0)
+        ).all()
+    return rows

@@ -1,19 +1,22 @@
-"""PostgreSQL's statements for posting, both built from the one column list.
+"""PostgreSQL's statements for posting, all built from the one column list.
 
-- ``single(keyed, alone)``: one leg as ONE statement: the conditional UPDATE of the wallet and
-  the INSERT of its entry in one CTE, so the row lock is held for one statement (and its
-  commit). Under READ COMMITTED a concurrent writer waits on the row lock, then re-checks the
-  WHERE against the committed balance, so two debits can never both pass on the same funds.
-  When it matches no row (wallet missing, funds short, balance cap, the key used, or for
-  ``alone`` a low-balance crossing) nothing is written and the transactional path works out
-  which it was. NOT EXISTS only saves a round trip for fresh keys; the unique index still
-  decides a race.
+- ``SINGLE[(keyed, alone)]``: one credit as ONE statement: the conditional UPDATE of the
+  wallet and the INSERTs of its entry and its lot in one CTE, so the row lock is held for one
+  statement (and its commit). Under READ COMMITTED a concurrent writer waits on the row lock,
+  then re-checks the WHERE against the committed row. When it matches no row (wallet missing,
+  balance cap, the key used, or for ``alone`` a low-balance crossing) nothing is written and
+  the transactional path works out which it was. NOT EXISTS only saves a round trip for fresh
+  keys; the unique index still decides a race.
+- ``DEBIT[(keyed, alone)]``: one debit, after ``LOCK_ONE`` locked its wallet in an earlier
+  statement (which lots it spends must be read after the lock; one statement's snapshot is
+  taken before its row locks wait). The lots are taken by a running sum in spending order.
 - ``BATCH``: the transactional path's write for wallets it has locked and legs it has already
-  judged: every wallet's change and every entry in one statement, the rows travelling as one
-  array per column (constant statement text, cached by PostgreSQL and SQLAlchemy, where a
-  VALUES list or an executemany would be compiled or sent row by row).
+  judged: every wallet's change, entry, new lot, spent lot and consumption in one statement,
+  the rows travelling as one JSON document per kind (constant statement text, cached by
+  PostgreSQL and SQLAlchemy, where a VALUES list or an executemany would be compiled or sent
+  row by row).
 
-The CHECK constraints stand behind both.
+The CHECK constraints and the lots' trigger stand behind all three.
 """
 
 from __future__ import annotations
@@ -88,6 +91,48 @@ SELECT w.balance, w.pending_usage_scaled, w.low_state, w.created_at, e.seq,
     (SELECT low_balance_thresholds FROM customers WHERE customer_id = %(customer_id)s)
 FROM w, e
 """
+# One debit that refuses a shortfall, for a wallet this transaction has already locked
+# (``LOCK_ONE``, an earlier statement: this one's snapshot is taken after the lock, so it sees
+# every lot committed before, and nothing else can change them until we commit). Its lots
+# are taken in spending order (``lots.spending_order``) by a running sum, and it writes only
+# when the live lots hold the whole amount: wallet, entry, lots and consumptions at once.
+_DEBIT = """
+WITH l AS (
+    SELECT id, remaining,
+           sum(remaining) OVER (ORDER BY expires_at IS NULL, expires_at, category DESC, seq
+                                ROWS UNBOUNDED PRECEDING) AS running
+    FROM credit_lots
+    WHERE customer_id = %(customer_id)s AND currency = %(currency)s AND remaining > 0
+      AND (expires_at IS NULL OR expires_at > %(created_at)s)
+), t AS (
+    SELECT id, least(remaining, %(amount)s - (running - remaining)) AS take
+    FROM l WHERE running - remaining < %(amount)s
+), w AS (
+    UPDATE wallets SET balance = balance + %(delta)s, updated_at = %(created_at)s
+    WHERE customer_id = %(customer_id)s AND currency = %(currency)s
+      AND %(delta)s < 0 AND balance + %(delta)s >= 0
+      AND (SELECT coalesce(sum(take), 0) FROM t) = %(amount)s{key_check}{alone}
+    RETURNING balance, pending_usage_scaled, low_state, created_at
+), e AS (
+    INSERT INTO ledger_entries ({columns})
+    SELECT {values}
+    FROM w
+    RETURNING seq
+), u AS (
+    UPDATE credit_lots SET remaining = credit_lots.remaining - t.take
+    FROM t, w WHERE credit_lots.id = t.id
+), c AS (
+    INSERT INTO lot_consumptions (entry_id, lot_id, amount)
+    SELECT %(id)s, t.id, t.take FROM t, w
+)
+SELECT w.balance, w.pending_usage_scaled, w.low_state, w.created_at, e.seq,
+    (SELECT low_balance_thresholds FROM customers WHERE customer_id = %(customer_id)s)
+FROM w, e
+"""
+LOCK_ONE = """
+SELECT 1 FROM wallets WHERE customer_id = %(customer_id)s AND currency = %(currency)s FOR UPDATE
+"""
+
 _KEY_CHECK = """
       AND NOT EXISTS (SELECT 1 FROM ledger_entries WHERE customer_id = %(customer_id)s
                       AND key_scope = %(key_scope)s AND idempotency_key = %(idempotency_key)s)"""
@@ -112,9 +157,19 @@ def _single(keyed: bool, alone: bool) -> str:
     )
 
 
+def _debit(keyed: bool, alone: bool) -> str:
+    return _DEBIT.format(
+        key_check=_KEY_CHECK if keyed else "",
+        alone=_ALONE_CHECK if alone else "",
+        columns=", ".join(ENTRY_COLUMNS),
+        values=", ".join(_COMPUTED.get(c, f"%({c})s{_CASTS.get(c, '')}") for c in ENTRY_COLUMNS),
+    )
+
+
 SINGLE = {
     (keyed, alone): _single(keyed, alone) for keyed in (True, False) for alone in (True, False)
 }
+DEBIT = {(keyed, alone): _debit(keyed, alone) for keyed in (True, False) for alone in (True, False)}
 
 
 _TYPES = {
@@ -210,13 +265,26 @@ FOR UPDATE OF w
 """)
 
 
-# The lots of the locked wallets that still hold something (``lots.load``).
-OPEN_LOTS = text("""
+# The lots a posting may spend: per locked wallet, its first live lots in spending order
+# (``lots.spending_order``; the index ``ix_credit_lots_spending`` has the same order, so each
+# wallet costs a few index entries however many lots it has), and the lots the legs name (a
+# reversal's own lot, an expiration's lot), live or not.
+SPENDABLE_LOTS = text("""
 SELECT l.customer_id, l.currency, l.id, l.seq, l.remaining, l.category, l.expires_at,
        l.created_at
 FROM json_to_recordset(CAST(:wallets AS json)) AS k(customer_id text, currency text)
-JOIN credit_lots l ON l.customer_id = k.customer_id AND l.currency = k.currency
-WHERE l.remaining > 0
+CROSS JOIN LATERAL (
+    SELECT * FROM credit_lots l
+    WHERE l.customer_id = k.customer_id AND l.currency = k.currency AND l.remaining > 0
+      AND (l.expires_at IS NULL OR l.expires_at > CAST(:now AS timestamptz))
+    ORDER BY l.expires_at IS NULL, l.expires_at, l.category DESC, l.seq
+    LIMIT CAST(:limit AS bigint)
+) l
+UNION
+SELECT l.customer_id, l.currency, l.id, l.seq, l.remaining, l.category, l.expires_at,
+       l.created_at
+FROM credit_lots l
+WHERE l.id IN (SELECT json_array_elements_text(CAST(:named AS json))) AND l.remaining > 0
 """)
 
 

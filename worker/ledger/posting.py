@@ -3,13 +3,14 @@
 ``post(session, legs)`` validates each leg once (``legs.prepare``), checks idempotency keys once
 (``keys``), builds rows in one place (``legs.entry_row``) and picks one of two ways to write:
 
-- **one statement** (PostgreSQL, a single credit): the wallet's UPDATE and the INSERTs of the
-  entry and its lot in one CTE (``pg.SINGLE``), the usual credit and payment credit. When it
-  writes nothing, the transactional path decides why.
+- **one statement** (PostgreSQL, a single credit, or a single debit that refuses a shortfall):
+  for a credit the wallet's UPDATE and the INSERTs of the entry and its lot in one CTE
+  (``pg.SINGLE``); for a debit the wallet's lock, then one CTE that takes its live lots in
+  spending order and writes the wallet, the entry, the lots and the consumptions
+  (``pg.DEBIT``). When it writes nothing, the transactional path decides why.
 - **the transaction** (``transactional``): the legs' keys in one query, the wallets locked in
-  (customer, currency) order, the debited wallets' lots read, every leg judged against the
-  locked balances and live lots (``lots``), one write. Every debit takes this path: which lots
-  it spends must be read after the wallet is locked.
+  (customer, currency) order, the debited wallets' first lots read, every leg judged against
+  the locked balances and live lots (``lots``), one write.
 
 Never commits: the caller owns the transaction, so an entry and its cause (an inbox row, a
 usage batch, a charge) commit or roll back together. After each entry the commit hooks note
@@ -66,7 +67,7 @@ def post(
     if (
         len(legs) == 1
         and locked is None
-        and legs[0].is_credit
+        and one_statement(legs[0])
         and session.get_bind().dialect.name == "postgresql"
     ):
         posted = _one_statement(session, settings, legs[0], savepoint)
@@ -107,6 +108,13 @@ def post_entry(
 
 
 # -- one statement -------------------------------------------------------------------------
+
+
+def one_statement(leg: Leg) -> bool:
+    """Whether PostgreSQL can post ``leg`` in one statement (``pg.SINGLE`` for a credit,
+    ``pg.DEBIT`` after the wallet's lock for a debit that refuses a shortfall and names no
+    lot); every other leg is judged in Python (``transactional``)."""
+    return leg.is_credit or (leg.on_short is OnShort.REFUSE and leg.lot_id is None)
 
 
 def statement_values(settings: Settings, leg: Leg) -> dict[str, Any]:
@@ -150,8 +158,15 @@ def _one_statement(
     session: Session, settings: Settings, leg: Leg, savepoint: bool
 ) -> Posted | None:
     values = statement_values(settings, leg)
-    sql = pg.SINGLE[(leg.key is not None, False)]
+    sql = (
+        pg.SINGLE[(leg.key is not None, False)]
+        if leg.is_credit
+        else pg.DEBIT[(leg.key is not None, False)]
+    )
     session.flush()  # the caller's pending changes go first, as autoflush would do
+    if not leg.is_credit:
+        # The debit reads the wallet's lots: only after this transaction holds its lock.
+        session.connection().exec_driver_sql(pg.LOCK_ONE, values)
     if leg.key is not None and savepoint:
         try:
             # A concurrent request with the same key may commit between our NOT EXISTS and

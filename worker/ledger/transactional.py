@@ -108,9 +108,18 @@ def _judge_balances(
     remainder that its ``expiration`` entry has not yet taken.
     """
     balances = {legs[i].wallet: locked[legs[i].wallet].balance for i in todo}
-    book = lots.load(session, {legs[i].wallet for i in todo if not legs[i].is_credit})
-    rows = []
+    needs: dict[tuple[str, str], int] = {}
+    named = set()
+    for i in todo:
+        leg = legs[i]
+        if not leg.is_credit:
+            if leg.lot_id is not None:
+                named.add(leg.lot_id)
+            if leg.event_type != "expiration":
+                needs[leg.wallet] = needs.get(leg.wallet, 0) + leg.amount
     now = utcnow()
+    book = lots.load(session, needs, named, now)
+    rows = []
     for i in todo:
         leg = legs[i]
         before = balances[leg.wallet]

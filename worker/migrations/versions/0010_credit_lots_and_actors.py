@@ -107,9 +107,16 @@ def upgrade() -> None:
         sa.UniqueConstraint("id", name=op.f("uq_credit_lots_id")),
     )
     op.create_index(
-        "ix_credit_lots_wallet_open",
+        "ix_credit_lots_spending",
         "credit_lots",
-        ["customer_id", "currency"],
+        [
+            "customer_id",
+            "currency",
+            sa.text("(expires_at IS NULL)"),
+            "expires_at",
+            sa.text("category DESC"),
+            "seq",
+        ],
         postgresql_where=sa.text("remaining > 0"),
         sqlite_where=sa.text("remaining > 0"),
     )
@@ -189,7 +196,7 @@ def downgrade() -> None:
     op.drop_index(op.f("ix_lot_consumptions_lot_id"), table_name="lot_consumptions")
     op.drop_table("lot_consumptions")
     op.drop_index("ix_credit_lots_expiring", table_name="credit_lots")
-    op.drop_index("ix_credit_lots_wallet_open", table_name="credit_lots")
+    op.drop_index("ix_credit_lots_spending", table_name="credit_lots")
     op.drop_table("credit_lots")
     if postgres:
         op.execute("DROP FUNCTION IF EXISTS credit_lots_only_spent()")
