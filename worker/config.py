@@ -9,10 +9,13 @@ from __future__ import annotations
 import base64
 import binascii
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
+from datetime import timedelta
 from decimal import Decimal, InvalidOperation
 from functools import lru_cache
+from typing import NamedTuple
 from urllib.parse import unquote, urlsplit
 
 from worker.money import is_known_currency
@@ -64,6 +67,10 @@ class Settings:
     worker_metrics_port: int | None = None
     # Refund-to-wallet cap per refund, minor units; None means no cap.
     wallet_refund_max: int | None = None
+    # Refunds to wallet of a payment the system has never seen are refused unless this is on,
+    # and then each is capped at max_unknown_payment_refund (required with it).
+    allow_unknown_payment_refunds: bool = False
+    max_unknown_payment_refund: int | None = None
 
     def with_overrides(self, **changes: object) -> Settings:
         return replace(self, **changes)
@@ -102,11 +109,16 @@ class Settings:
         """Parse every derived setting once so a malformed value fails at start-up."""
         _ = (self.low_balance_threshold_map, self.notify_retry_delays, self.notify_webhook)
         _ = self.smtp
+        if self.allow_unknown_payment_refunds and self.max_unknown_payment_refund is None:
+            raise ConfigError(
+                "MAX_UNKNOWN_PAYMENT_REFUND: required when ALLOW_UNKNOWN_PAYMENT_REFUNDS is true"
+                " (the largest refund, in minor units, of a payment this service has not seen)"
+            )
         return self
 
     @property
-    def topup_map(self) -> dict[str, tuple[int, str]]:
-        """TOPUP_PRODUCTS parsed: product id -> (credit in minor units, currency)."""
+    def topup_map(self) -> dict[str, TopupProduct]:
+        """TOPUP_PRODUCTS parsed: product id -> (credit in minor units, currency, validity)."""
         return parse_topup_products(self.topup_products)
 
     @property
@@ -150,6 +162,12 @@ class Settings:
             wallet_refund_max=(
                 _positive_int(env, "WALLET_REFUND_MAX", 0) if env.get("WALLET_REFUND_MAX") else None
             ),
+            allow_unknown_payment_refunds=_boolean(env, "ALLOW_UNKNOWN_PAYMENT_REFUNDS"),
+            max_unknown_payment_refund=(
+                _positive_int(env, "MAX_UNKNOWN_PAYMENT_REFUND", 0)
+                if env.get("MAX_UNKNOWN_PAYMENT_REFUND")
+                else None
+            ),
         ).validate()
 
 
@@ -170,6 +188,15 @@ def _positive_int(env: Mapping[str, str], name: str, default: int) -> int:
     if not raw.strip().isdigit() or int(raw) <= 0:
         raise ConfigError(f"{name}: expected a positive integer, got {raw!r}")
     return int(raw)
+
+
+def _boolean(env: Mapping[str, str], name: str) -> bool:
+    raw = (env.get(name) or "").strip().lower()
+    if raw in ("", "0", "false", "no", "off"):
+        return False
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    raise ConfigError(f"{name}: expected true or false, got {env.get(name)!r}")
 
 
 def _currencies(value: str) -> tuple[str, ...]:
@@ -201,13 +228,46 @@ def _fx_rates(value: str) -> dict[str, Decimal]:
     return rates
 
 
-def parse_topup_products(value: str) -> dict[str, tuple[int, str]]:
-    """``prod_a=10000:USD,prod_b=500000:INR`` -> {product id: (minor units, currency)}."""
-    products: dict[str, tuple[int, str]] = {}
+class TopupProduct(NamedTuple):
+    """A top-up product: what one unit bought credits, and for how long (None: for ever)."""
+
+    amount: int
+    currency: str
+    validity: timedelta | None = None
+
+
+_DURATION = re.compile(r"([1-9][0-9]{0,6})([dhm])")
+_DURATION_UNITS = {"d": "days", "h": "hours", "m": "minutes"}
+# Far enough for any credit, and far from datetime's year 9999.
+MAX_DURATION = timedelta(days=100 * 366)
+
+
+def parse_duration(raw: str) -> timedelta:
+    """``30d``, ``12h`` or ``90m`` as a timedelta (a positive whole number of days, hours or
+    minutes, at most 100 years); ``ValueError`` saying what is expected otherwise."""
+    match = _DURATION.fullmatch(raw.strip())
+    if match:
+        duration = timedelta(**{_DURATION_UNITS[match[2]]: int(match[1])})
+        if duration <= MAX_DURATION:
+            return duration
+    raise ValueError(
+        f"expected a duration such as 30d, 12h or 90m (at most {MAX_DURATION.days}d), got {raw!r}"
+    )
+
+
+def parse_topup_products(value: str) -> dict[str, TopupProduct]:
+    """``prod_a=10000:USD:365d,prod_b=500000:INR`` -> {product id: TopupProduct}; the
+    validity (``:365d``, ``:12h``, ``:90m``) is optional and counts from the payment."""
+    products: dict[str, TopupProduct] = {}
     for pair in filter(None, (p.strip() for p in value.split(","))):
         product, sep, spec = pair.partition("=")
-        amount, colon, currency = spec.strip().partition(":")
+        amount, colon, rest = spec.strip().partition(":")
+        currency, has_validity, validity_raw = rest.partition(":")
         product, amount, currency = product.strip(), amount.strip(), currency.strip().upper()
+        try:
+            validity = parse_duration(validity_raw) if has_validity else None
+        except ValueError:
+            validity = timedelta(0)
         if (
             not sep
             or not colon
@@ -215,13 +275,16 @@ def parse_topup_products(value: str) -> dict[str, tuple[int, str]]:
             or not amount.isdigit()
             or int(amount) <= 0
             or not is_known_currency(currency)
+            or validity == timedelta(0)
         ):
             raise ConfigError(
-                f"TOPUP_PRODUCTS: cannot parse {pair!r} (expected PRODUCT_ID=MINOR_UNITS:CURRENCY)"
+                f"TOPUP_PRODUCTS: cannot parse {pair!r} (expected "
+                "PRODUCT_ID=MINOR_UNITS:CURRENCY or PRODUCT_ID=MINOR_UNITS:CURRENCY:VALIDITY, "
+                "a validity such as 365d, 12h or 90m)"
             )
         if product in products:
             raise ConfigError(f"TOPUP_PRODUCTS: product {product!r} is listed twice")
-        products[product] = (int(amount), currency)
+        products[product] = TopupProduct(int(amount), currency, validity)
     return products
 
 

@@ -133,13 +133,48 @@ class RefundCapExceeded(ValidationFailed):
 
     code = "WALLET_REFUND_CAP_EXCEEDED"
 
-    def __init__(self, *, requested: int, cap: int, currency: str) -> None:
+    def __init__(
+        self, *, requested: int, cap: int, currency: str, setting: str = "WALLET_REFUND_MAX"
+    ) -> None:
         super().__init__(
             "amount",
-            f"{requested} {currency} exceeds WALLET_REFUND_MAX ({cap} minor units per refund)",
+            f"{requested} {currency} exceeds {setting} ({cap} minor units per refund)",
             requested_amount=requested,
             cap=cap,
-            setting="WALLET_REFUND_MAX",
+            setting=setting,
+        )
+
+
+class RefundExceedsPayment(ValidationFailed):
+    """A refund to wallet larger than what is left of its payment: nothing was credited."""
+
+    code = "REFUND_EXCEEDS_PAYMENT"
+
+    def __init__(self, *, requested: int, remaining: int, payment_id: str, currency: str) -> None:
+        super().__init__(
+            "amount",
+            f"{requested} {currency} exceeds the {remaining} left to refund of payment "
+            f"{payment_id}",
+            requested_amount=requested,
+            remaining_amount=remaining,
+            payment_id=payment_id,
+            currency=currency,
+        )
+
+
+class UnknownPayment(ValidationFailed):
+    """A refund to wallet of a payment this customer never made, as far as the service knows.
+
+    One answer for a payment of another customer and one never seen, so it tells a caller
+    nothing about other customers' payments."""
+
+    code = "UNKNOWN_PAYMENT"
+
+    def __init__(self, payment_id: str, customer_id: str) -> None:
+        super().__init__(
+            "payment_id",
+            f"{payment_id!r} is not a payment of customer {customer_id} known to this service",
+            payment_id=payment_id,
         )
 
 

@@ -567,3 +567,40 @@ class TopupRefund(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     # webhook:dodo or webhook:stripe ("unknown" before actors were recorded).
     actor: Mapped[str] = mapped_column(String(64), server_default="unknown")
+
+
+REFUND_SOURCES = ("charge", "topup", "inbox", "unknown")
+
+
+class RefundedPayment(Base):
+    """How much of one payment has been refunded to a customer's wallet credit.
+
+    Refunds of a payment lock this row before they compute what is left, so concurrent
+    refunds queue here and their sum never passes ``payment_amount`` (the CHECK is the last
+    guard). ``payment_amount`` is what the system knew of the payment at its first refund
+    (``source``); NULL for one it had never seen, refunded under
+    ALLOW_UNKNOWN_PAYMENT_REFUNDS, whose refunds only the per-refund cap bounds.
+    """
+
+    __tablename__ = "refunded_payments"
+    __table_args__ = (
+        CheckConstraint("refunded_amount >= 0", name="refunded_non_negative"),
+        CheckConstraint("payment_amount >= 0", name="payment_amount_non_negative"),
+        CheckConstraint(
+            "payment_amount IS NULL OR refunded_amount <= payment_amount",
+            name="refunded_le_payment",
+        ),
+        CheckConstraint(
+            "source IN (" + ", ".join(f"'{s}'" for s in REFUND_SOURCES) + ")",
+            name="source_valid",
+        ),
+    )
+
+    customer_id: Mapped[str] = mapped_column(ForeignKey("customers.customer_id"), primary_key=True)
+    payment_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    source: Mapped[str] = mapped_column(String(8))
+    currency: Mapped[str] = mapped_column(String(3))
+    payment_amount: Mapped[int | None] = mapped_column(BigInteger)
+    refunded_amount: Mapped[int] = mapped_column(BigInteger, default=0)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -8,7 +8,7 @@ from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 from sqlalchemy import select
 
-from tests.support.charges import assert_verified, charged, count, make_customer, usd
+from tests.support.charges import assert_verified, charged, count, make_customer, paid, usd
 from worker import charges, ledger
 from worker.errors import (
     ChargeNotFound,
@@ -17,6 +17,7 @@ from worker.errors import (
     InsufficientBalance,
     InvalidAmount,
     RefundCapExceeded,
+    RefundExceedsPayment,
     ReversalExceedsCharge,
     UnsupportedCurrency,
     ValidationFailed,
@@ -298,6 +299,7 @@ def test_charge_entries_do_not_mix_with_other_charges_of_the_same_order(tx) -> N
 
 def test_refund_to_wallet_is_credited_once_per_refund_id(tx) -> None:
     cid = make_customer(tx)
+    paid(tx, cid, 5000)
     for _ in range(2):
         with tx() as s:
             refund = charges.refund_to_wallet(
@@ -315,6 +317,7 @@ def test_refund_to_wallet_is_credited_once_per_refund_id(tx) -> None:
 
 def test_refund_without_id_is_credited_once_per_payment_and_amount(tx) -> None:
     cid = make_customer(tx)
+    paid(tx, cid, 5000)
     with tx() as s:
         charges.refund_to_wallet(s, cid, 1000, "USD", "pay_1")
         again = charges.refund_to_wallet(s, cid, 1000, "USD", "pay_1")
@@ -325,6 +328,8 @@ def test_refund_without_id_is_credited_once_per_payment_and_amount(tx) -> None:
 
 def test_refund_id_reused_for_another_payment_is_refused_naming_payment_id(tx) -> None:
     cid = make_customer(tx)
+    paid(tx, cid, 5000, "pay_1")
+    paid(tx, cid, 5000, "pay_2")
     with tx() as s:
         charges.refund_to_wallet(s, cid, 1000, "USD", "pay_1", refund_id="rfd_1")
     with tx() as s, pytest.raises(IdempotencyKeyReused) as caught:
@@ -340,6 +345,7 @@ def test_refund_above_the_cap_is_refused_naming_the_cap(settings) -> None:
         return transaction(capped)
 
     cid = make_customer(tx)
+    paid(tx, cid, 50_000)
     with tx() as s, pytest.raises(RefundCapExceeded) as caught:
         charges.refund_to_wallet(s, cid, 10_001, "USD", "pay_1", refund_id="rfd_1")
     assert caught.value.field == "amount"
@@ -355,6 +361,7 @@ def test_refund_credited_before_the_cap_was_lowered_replays(settings) -> None:
         return transaction(settings.with_overrides(wallet_refund_max=cap))
 
     cid = make_customer(tx)
+    paid(tx, cid, 5000)
     with tx() as s:
         charges.refund_to_wallet(s, cid, 5000, "USD", "pay_1", refund_id="rfd_1")
     with tx(cap=1000) as s:
@@ -386,6 +393,9 @@ def test_any_sequence_keeps_wallet_and_charges_consistent(tx, ops, start) -> Non
         cid = customer.customer_id
         if start:
             ledger.post_entry(s, customer_id=cid, currency="USD", amount=start, is_credit=True)
+    for n in range(4):
+        paid(tx, cid, 4000, f"pay_{cid}_{n}")
+    refunded = [0] * 4
     expected = start
     for op, amount, n in ops:
         with tx() as s:
@@ -415,8 +425,15 @@ def test_any_sequence_keeps_wallet_and_charges_consistent(tx, ops, start) -> Non
                     continue
                 expected += reversal.entry.amount if reversal.entry else 0
             else:
-                refund = charges.refund_to_wallet(s, cid, amount, "USD", f"pay_{n}")
-                expected += 0 if refund.replayed else amount
+                try:
+                    refund = charges.refund_to_wallet(s, cid, amount, "USD", f"pay_{cid}_{n}")
+                except RefundExceedsPayment as exceeded:
+                    assert amount > exceeded.details["remaining_amount"] == 4000 - refunded[n]
+                    continue
+                if not refund.replayed:
+                    expected += amount
+                    refunded[n] += amount
+                assert refunded[n] <= 4000
     assert usd(tx, cid) == expected >= 0
     with tx() as s:
         for record in s.scalars(select(WalletCharge).where(WalletCharge.customer_id == cid)):

@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 
-from tests.support.charges import assert_verified, make_customer, usd
+from tests.support.charges import assert_verified, make_customer, paid, usd
 from tests.support.cli import run_cli_process
 
 
@@ -52,6 +52,7 @@ def test_charge_reverse_and_show_print_the_api_json(cli, tx) -> None:
 
 def test_refund_is_credited_once_and_capped(cli, tx) -> None:
     cid = make_customer(tx)
+    paid(tx, cid, 5000)
     args = ("wallet", "refund", cid, "2500", "--currency", "USD", "--payment-id", "pay_1",
             "--refund-id", "rfd_1")  # fmt: skip
     first = cli(*args, "--json")
@@ -65,6 +66,19 @@ def test_refund_is_credited_once_and_capped(cli, tx) -> None:
                          "--payment-id", "pay_2")  # fmt: skip
     assert (code, out) == (2, "")
     assert err.count("\n") == 1 and "WALLET_REFUND_MAX (10000" in err
+
+
+def test_refund_past_the_payment_is_one_line_naming_what_is_left(cli, tx) -> None:
+    cid = make_customer(tx)
+    paid(tx, cid, 3000)
+    args = ("wallet", "refund", cid, "2000", "--currency", "USD", "--payment-id", "pay_1")
+    assert cli(*args)[0] == 0
+    code, out, err = cli(*args[:3], "1001", *args[4:])
+    assert (code, out) == (2, "")
+    assert err.count("\n") == 1 and "exceeds the 1000 left to refund of payment pay_1" in err
+    code, out, err = cli(*args[:-1], "pay_unknown")
+    assert (code, out) == (2, "")
+    assert err.startswith("billing-worker: payment_id: 'pay_unknown' is not a payment of")
 
 
 @pytest.mark.parametrize(

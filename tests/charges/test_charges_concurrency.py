@@ -8,38 +8,17 @@ path is exercised every time rather than by luck.
 
 from __future__ import annotations
 
-import threading
-from concurrent.futures import ThreadPoolExecutor
-from typing import Any
-
 import pytest
-from sqlalchemy import func, select, text
+from sqlalchemy import func, select
 
-from tests.support.charges import assert_verified, charged, make_customer, usd
-from tests.support.processes import wait_until
+from tests.support.charges import assert_verified, charged, make_customer, paid, usd
+from tests.support.racing import behind, together
 from worker import charges
 from worker.charges import ChargeView
-from worker.errors import ReversalExceedsCharge
-from worker.infra.db import get_engine, transaction
+from worker.errors import RefundExceedsPayment, ReversalExceedsCharge
 from worker.models import LedgerEntry
 
 THREADS = 8
-
-
-def together(settings, n: int, work) -> list[Any]:
-    """Run ``work(session, i)`` in n threads, each in its own committed transaction."""
-    barrier = threading.Barrier(n)
-
-    def one(i: int) -> Any:
-        barrier.wait(timeout=20)
-        try:
-            with transaction(settings) as s:
-                return work(s, i)
-        except Exception as exc:
-            return exc
-
-    with ThreadPoolExecutor(n) as pool:
-        return [f.result(timeout=60) for f in [pool.submit(one, i) for i in range(n)]]
 
 
 def entries(tx, event_type: str) -> list[int]:
@@ -96,6 +75,7 @@ def test_concurrent_full_reversals_credit_once(settings, tx) -> None:
 
 def test_concurrent_refunds_with_one_refund_id_credit_once(settings, tx) -> None:
     cid = make_customer(tx)
+    paid(tx, cid, 1500)
     results = together(
         settings,
         THREADS,
@@ -106,38 +86,23 @@ def test_concurrent_refunds_with_one_refund_id_credit_once(settings, tx) -> None
     assert_verified(tx)
 
 
+def test_concurrent_refunds_of_one_payment_never_exceed_it(settings, tx) -> None:
+    cid = make_customer(tx)
+    paid(tx, cid, 5000)
+    results = together(
+        settings,
+        THREADS,
+        lambda s, i: charges.refund_to_wallet(s, cid, 1500, "USD", "pay_1", refund_id=f"r{i}"),
+    )
+    refused = [r for r in results if isinstance(r, RefundExceedsPayment)]
+    assert len(refused) == THREADS - 3, results
+    assert {r.details["remaining_amount"] for r in refused} == {500}
+    assert entries(tx, "refund") == [1500] * 3
+    assert usd(tx, cid) == 4500
+    assert_verified(tx)
+
+
 # -- PostgreSQL: the loser really waits on the winner's lock -------------------------------
-
-
-def _waiting_on_lock(settings) -> bool:
-    with get_engine(settings).connect() as conn:
-        return bool(
-            conn.scalar(
-                text(
-                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-                    "AND wait_event_type = 'Lock'"
-                )
-            )
-        )
-
-
-def behind(settings, first, second) -> tuple[Any, Any]:
-    """Run ``first`` in an open transaction, start ``second`` in another one, wait until it
-    blocks on a lock, then commit ``first``; return both results (or ``second``'s error)."""
-
-    def run_second() -> Any:
-        try:
-            with transaction(settings) as s:
-                return second(s)
-        except Exception as exc:
-            return exc
-
-    with ThreadPoolExecutor(1) as pool:
-        with transaction(settings) as s:
-            a = first(s)
-            future = pool.submit(run_second)
-            wait_until(lambda: _waiting_on_lock(settings), timeout=20, what="a lock wait")
-        return a, future.result(timeout=30)
 
 
 @pytest.mark.parametrize("backend", ["postgresql"])
@@ -186,3 +151,19 @@ def test_racing_reversal_sees_the_first_and_is_refused(settings, tx) -> None:
             == 3000
         )
     assert usd(tx, cid) == 5000
+
+
+@pytest.mark.parametrize("backend", ["postgresql"])
+def test_racing_first_refunds_of_a_payment_wait_on_its_row(settings, tx) -> None:
+    """Neither refund has a totals row to lock yet: the second waits on the first's INSERT."""
+    cid = make_customer(tx)
+    paid(tx, cid, 3000)
+    first, second = behind(
+        settings,
+        lambda s: charges.refund_to_wallet(s, cid, 2000, "USD", "pay_1", refund_id="r1"),
+        lambda s: charges.refund_to_wallet(s, cid, 2000, "USD", "pay_1", refund_id="r2"),
+    )
+    assert not first.replayed
+    assert isinstance(second, RefundExceedsPayment), second
+    assert second.details["remaining_amount"] == 1000
+    assert entries(tx, "refund") == [2000]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.support.charges import assert_verified
+from tests.support.charges import assert_verified, paid
 from webhooks import create_app
 
 AUTH = {"Authorization": "Bearer test-key"}
@@ -198,6 +198,7 @@ def test_get_charge_shows_amounts_and_entries(client, customer) -> None:
 
 
 def test_refund_to_wallet_is_credited_once_per_refund_id(client, customer, tx) -> None:
+    paid(tx, customer, 2500)
     body = {"amount": 2500, "currency": "USD", "payment_id": "pay_1", "refund_id": "rfd_1"}
     first = post(client, f"/customers/{customer}/wallets/refunds", body)
     again = post(client, f"/customers/{customer}/wallets/refunds", body)
@@ -224,6 +225,33 @@ def test_refund_above_cap_is_422_naming_the_cap(client, customer) -> None:
         "WALLET_REFUND_MAX",
     )
     assert "WALLET_REFUND_MAX" in r.json["message"]
+
+
+def test_refund_past_the_payment_is_422_naming_amount_and_what_is_left(client, customer, tx):
+    paid(tx, customer, 2500)
+    body = {"amount": 2000, "currency": "USD", "payment_id": "pay_1"}
+    assert post(client, f"/customers/{customer}/wallets/refunds", body).status_code == 200
+    r = post(client, f"/customers/{customer}/wallets/refunds", {**body, "amount": 501})
+    assert r.status_code == 422
+    assert (r.json["code"], r.json["field"], r.json["remaining_amount"]) == (
+        "REFUND_EXCEEDS_PAYMENT",
+        "amount",
+        500,
+    )
+    assert r.json["message"] == "amount: 501 USD exceeds the 500 left to refund of payment pay_1"
+    assert_verified(tx)
+
+
+def test_refund_of_an_unknown_payment_is_422_naming_payment_id(client, customer) -> None:
+    r = post(client, f"/customers/{customer}/wallets/refunds", {
+        "amount": 100, "currency": "USD", "payment_id": "pay_never_seen"
+    })  # fmt: skip
+    assert r.status_code == 422
+    assert (r.json["code"], r.json["field"], r.json["payment_id"]) == (
+        "UNKNOWN_PAYMENT",
+        "payment_id",
+        "pay_never_seen",
+    )
 
 
 def test_openapi_documents_every_route_and_status(client) -> None:

@@ -32,7 +32,7 @@ def test_db_upgrade_and_downgrade_on_a_fresh_database(tmp_path: Path) -> None:
     fresh = f"sqlite:///{tmp_path / 'fresh.db'}"
     for args, expected in (
         (["db", "upgrade"], "database at head"),
-        (["db", "downgrade"], "database at base"),
+        (["db", "downgrade", "base"], "database at base"),
         (["db", "upgrade"], "database at head"),
     ):
         result = run_cli(fresh, *args)

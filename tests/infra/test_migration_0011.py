@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from alembic.script import ScriptDirectory
 from sqlalchemy import text
 
 from tests.support.processes import create_pg_database, drop_pg_database
@@ -30,6 +31,9 @@ def empty_settings(backend: str, tmp_path: Path) -> Iterator[Settings]:
         drop_pg_database(name)
 
 
+# The revision before 0011, wherever the chain puts it.
+BEFORE = ScriptDirectory.from_config(migrate.alembic_config()).get_revision("0011").down_revision
+
 KEYS = {  # id: (secret, is_admin, revoked)
     "key_ops": ("bwk_ops-secret", True, False),
     "key_backend": ("bwk_backend-secret", False, False),
@@ -40,7 +44,7 @@ KEYS = {  # id: (secret, is_admin, revoked)
 def test_existing_keys_keep_what_they_could_do_and_downgrade_restores_is_admin(
     empty_settings: Settings,
 ) -> None:
-    migrate.upgrade(empty_settings, "0010")
+    migrate.upgrade(empty_settings, BEFORE)
     with get_engine(empty_settings).begin() as conn:
         for key_id, (secret, is_admin, revoked) in KEYS.items():
             conn.execute(
@@ -75,7 +79,7 @@ def test_existing_keys_keep_what_they_could_do_and_downgrade_restores_is_admin(
     assert apikeys.authenticate(empty_settings, "bwk_old-secret") is None
     get_engine(empty_settings).dispose()
 
-    migrate.downgrade(empty_settings, "0010")
+    migrate.downgrade(empty_settings, BEFORE)
     with get_engine(empty_settings).connect() as conn:
         admins = dict(conn.execute(text("SELECT id, is_admin FROM api_keys")).all())
     assert {k: bool(v) for k, v in admins.items()} == {

@@ -13,6 +13,7 @@ import pytest
 from flask.testing import FlaskClient
 from sqlalchemy import select
 
+from tests.support.charges import paid
 from tests.support.usage import PRICING, new_customer
 from tests.support.webhooks import dodo_payment, dodo_refund
 from webhooks import create_app
@@ -157,6 +158,7 @@ def test_a_charge_and_its_reversal_are_not_blocked_by_client_keys_of_their_shape
 def test_a_wallet_refund_is_not_blocked_by_a_client_key_of_its_shape(tx, client) -> None:
     with tx() as s:
         cid = new_customer(s, "r@example.com")
+    paid(tx, cid, 700, "pay_9")
     attack(client, cid, "wallet_refund:ref_9", amount=700)
     with tx() as s:
         refund = charges.refund_to_wallet(s, cid, 700, "USD", "pay_9", refund_id="ref_9")

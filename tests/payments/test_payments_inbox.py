@@ -361,8 +361,8 @@ def test_malformed_topup_products_fail_loudly(raw) -> None:
 
 def test_topup_products_parse() -> None:
     assert parse_topup_products(" prod_a=10000:usd, prod_b=5:INR ") == {
-        "prod_a": (10000, "USD"),
-        "prod_b": (5, "INR"),
+        "prod_a": (10000, "USD", None),
+        "prod_b": (5, "INR", None),
     }
 
 

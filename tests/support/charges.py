@@ -44,3 +44,27 @@ def charged(tx, balance: int, amount: int, order_id: str = "order_1") -> tuple[s
     cid = make_customer(tx, balance)
     with tx() as s:
         return cid, charges.charge(s, cid, amount, "USD", order_id).charge.charge_id
+
+
+def paid(tx, customer_id: str, amount: int, payment_id: str = "pay_1", currency: str = "USD"):
+    """A Dodo payment of ``customer_id`` stored in the inbox (not applied): a payment the
+    service knows, so refunds of it to wallet are bounded by ``amount``."""
+    from tests.support.webhooks import dodo_payment
+    from worker import inbox
+
+    payload = dodo_payment(
+        payment_id=payment_id,
+        customer_id=customer_id,
+        total=amount,
+        currency=currency,
+        wallet_credit=None,
+    )
+    with tx() as s:
+        inbox.record_event(
+            s,
+            provider="dodo",
+            provider_event_id=f"msg_{payment_id}",
+            event_type="payment.succeeded",
+            payload=payload,
+        )
+    return payment_id

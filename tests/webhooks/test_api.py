@@ -750,6 +750,8 @@ def test_openapi_documents_every_route_status_and_the_bearer_scheme(client: Flas
         "entry_type",
         "idempotency_key",
         "reason",
+        "expires_at",
+        "category",
     }
     assert set(schemas["LedgerEntryCreate"]["required"]) == {"amount", "currency", "entry_type"}
     assert schemas["LedgerEntryCreate"]["properties"]["amount"]["type"] == "integer"

@@ -6,6 +6,7 @@ the same calls and the same error handling.
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from collections.abc import Iterator
@@ -186,6 +187,56 @@ def test_sdk_reused_key_with_other_amount_is_422(client: DodoPayments, customer_
             customer_id, amount=200, currency="USD", entry_type="credit", idempotency_key="k"
         )
     assert caught.value.body["differing_fields"] == ["amount"]
+
+
+def test_sdk_credit_with_expiry_and_category_through_extra_body(
+    client: DodoPayments, customer_id, log: RequestLog
+) -> None:
+    entries = client.customers.wallets.ledger_entries
+    terms = {"expires_at": "2031-01-31T00:00:00Z", "category": "promotional"}
+    wallet = entries.create(
+        customer_id,
+        amount=3000,
+        currency="USD",
+        entry_type="credit",
+        idempotency_key="promo-1",
+        extra_body=terms,
+    )
+    assert (wallet.balance, wallet.currency, wallet.customer_id) == (3000, "USD", customer_id)
+    assert json.loads(log.requests[-1].content)["expires_at"] == "2031-01-31T00:00:00Z"
+    # The terms are part of the request: repeated, a duplicate; changed, refused naming them.
+    with pytest.raises(dodopayments.ConflictError):
+        entries.create(
+            customer_id,
+            amount=3000,
+            currency="USD",
+            entry_type="credit",
+            idempotency_key="promo-1",
+            extra_body={"expires_at": "2031-01-31T05:30:00+05:30", "category": "promotional"},
+        )
+    with pytest.raises(dodopayments.UnprocessableEntityError) as caught:
+        entries.create(
+            customer_id,
+            amount=3000,
+            currency="USD",
+            entry_type="credit",
+            idempotency_key="promo-1",
+            extra_body={**terms, "expires_at": "2031-03-01T00:00:00Z"},
+        )
+    assert caught.value.body["differing_fields"] == ["expires_at"]
+    for body, field in (
+        ({"expires_at": "2020-01-01T00:00:00Z"}, "expires_at"),
+        ({"category": "gift"}, "category"),
+    ):
+        with pytest.raises(dodopayments.UnprocessableEntityError) as caught:
+            entries.create(
+                customer_id, amount=1, currency="USD", entry_type="credit", extra_body=body
+            )
+        assert caught.value.body["field"] == field
+    with pytest.raises(dodopayments.UnprocessableEntityError) as caught:
+        entries.create(customer_id, amount=1, currency="USD", entry_type="debit", extra_body=terms)
+    assert caught.value.body["field"] == "category"  # the first term a debit refuses
+    assert usd_balance(client, customer_id) == 3000
 
 
 def test_sdk_errors_map_to_typed_exceptions(client: DodoPayments, server: str) -> None:

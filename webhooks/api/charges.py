@@ -78,7 +78,10 @@ class ChargeReverse(_Body):
 class RefundCreate(_Body):
     amount: Amount
     currency: Currency
-    payment_id: StrictStr = _id("The payment refunded (the entry's reference_object_id).")
+    payment_id: StrictStr = _id(
+        "The payment refunded, a charge_id or a provider payment id (the entry's"
+        " reference_object_id)."
+    )
     refund_id: StrictStr | None = _id(
         "Credited once per refund_id (default: once per payment_id + amount).", None
     )
@@ -162,8 +165,13 @@ def reverse_charge(path: ChargePath, body: ChargeReverse) -> Response:
 def refund_to_wallet(path: CustomerPath, body: RefundCreate) -> Response:
     """Refund a payment as wallet credit (``refund``), once per refund id.
 
-    An amount above ``WALLET_REFUND_MAX`` is 422 ``WALLET_REFUND_CAP_EXCEEDED`` naming the cap;
-    above the key's ``max_credit``, 403 ``CREDIT_LIMIT_EXCEEDED``.
+    ``payment_id`` must be a payment of this customer the service knows: a charge's
+    ``charge_id`` (its card part), a top-up's provider payment, or a stored provider payment
+    event; otherwise 422 ``UNKNOWN_PAYMENT`` naming ``payment_id`` (unless
+    ``ALLOW_UNKNOWN_PAYMENT_REFUNDS``). What all refunds of a payment give back never exceeds
+    it: more than is left is 422 ``REFUND_EXCEEDS_PAYMENT`` with ``remaining_amount``. An amount
+    above ``WALLET_REFUND_MAX`` is 422 ``WALLET_REFUND_CAP_EXCEEDED`` naming the cap.
+    Above the key's ``max_credit``: 403 ``CREDIT_LIMIT_EXCEEDED``.
     """
     principal().check_credit(body.amount, body.currency)
     with _tx() as s:

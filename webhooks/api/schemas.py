@@ -8,7 +8,7 @@ PostgreSQL cannot store them, and a client must get a 422 naming the field, not 
 from __future__ import annotations
 
 import math
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -126,6 +126,18 @@ Timestamp = Annotated[
 ]
 
 
+def _in_utc(value: datetime) -> datetime:
+    # An instant at the edge of the calendar in a far offset (9999-12-31T23:59-23:59) has no
+    # UTC time; without this the ledger's conversion would raise a 500.
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        raise PydanticCustomError("timestamp", "is out of range") from None
+
+
+UtcTimestamp = Annotated[Timestamp, AfterValidator(_in_utc)]
+
+
 class _Body(BaseModel):
     # Unknown fields are ignored, as Dodo's API does (the SDK may send newer optional fields).
     model_config = ConfigDict(extra="ignore")
@@ -216,6 +228,18 @@ class LedgerEntryCreate(_Body):
         "409; the same key with other parameters answers 422.",
     )
     reason: _text(0, 1000) | None = Field(None, description="Why, for the ledger history.")
+    # Not in Dodo's API (its SDK sends them with ``extra_body``): the terms of the credit's lot.
+    expires_at: UtcTimestamp | None = Field(
+        None,
+        description="Credits only: when the credit lapses, an RFC 3339 timestamp with an "
+        "offset, in the future. What is left of it then is taken by an `expiration` entry; "
+        "until then debits spend the soonest-expiring credit first. Omitted: never expires.",
+    )
+    category: Literal["paid", "promotional"] | None = Field(
+        None,
+        description="Credits only: `paid` (the default) or `promotional`; among credits "
+        "expiring together, promotional ones are spent first.",
+    )
 
 
 class LedgerEntryListQuery(PageQuery):

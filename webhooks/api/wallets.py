@@ -15,8 +15,9 @@ from webhooks.errors import BODY_RESPONSES, DuplicateOut, billing_error_response
 from webhooks.scopes import ByField, requires
 from worker import ledger
 from worker.access.scopes import CREDIT, DEBIT, READ
-from worker.errors import DuplicateEntry
+from worker.errors import DuplicateEntry, IdempotencyKeyReused
 from worker.infra.db import transaction
+from worker.ledger import credit_terms
 from worker.ledger.schemas import (
     LedgerEntryListOut,
     LedgerEntryOut,
@@ -57,8 +58,9 @@ def create_ledger_entry(path: CustomerPath, body: LedgerEntryCreate) -> Response
 
     400 ``INSUFFICIENT_BALANCE`` refuses a debit beyond the balance; 409
     ``DUPLICATE_IDEMPOTENCY_KEY`` (with ``x-should-retry: false``) means the key was already
-    used with these parameters and nothing changed. A credit needs the ``credit`` scope (and
-    at most the key's ``max_credit``), a debit the ``debit`` scope.
+    used with these parameters and nothing changed. A credit may carry ``expires_at`` and
+    ``category`` (its lot's terms); on a debit either is a 422 naming it. A credit needs the
+    ``credit`` scope (and at most the key's ``max_credit``), a debit the ``debit`` scope.
     """
     caller = principal()
     is_credit = body.entry_type == "credit"
@@ -73,12 +75,19 @@ def create_ledger_entry(path: CustomerPath, body: LedgerEntryCreate) -> Response
         is_credit=is_credit,
         reason=body.reason,
         key=ledger.client_key(body.idempotency_key),
+        category=credit_terms.leg_category(body.category, is_credit=is_credit),
+        expires_at=body.expires_at,
         actor=caller.actor,
     )
     try:
         posted = ledger.post_own(current_app.config["SETTINGS"], leg)
     except DuplicateEntry as duplicate:
         return duplicate_response(duplicate, duplicate.wallet)
+    except IdempotencyKeyReused as reused:
+        # Only on a refusal: a retry that changed a lot term is told which one.
+        with _tx() as s:
+            named = credit_terms.with_lot_terms(s, reused, leg)
+        raise named from None
     return jsonify(dump(WalletOut.of(posted.wallet)))
 
 

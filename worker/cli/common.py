@@ -6,14 +6,17 @@ import json
 import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from typing import Any
 
 import click
 from pydantic import BaseModel
 from sqlalchemy.orm import Session
 
+from worker.config import parse_duration
 from worker.errors import InvalidAmount
 from worker.infra.db import transaction
+from worker.models import utcnow
 
 # The actor of everything done through the CLI: whoever can run it can reach the database.
 CLI_ACTOR = "cli"
@@ -40,6 +43,39 @@ def parse_amount(raw: str, field: str = "amount") -> int:
     from worker.ledger import validate_amount
 
     return validate_amount(int(raw), field)
+
+
+def parse_expiry(expires_at: str | None, expires_in: str | None) -> datetime | None:
+    """``--expires-at`` (RFC 3339 with an offset) or ``--expires-in`` (30d, 12h, 90m from
+    now) as the instant a credit expires; None when neither is given. Whether it lies in the
+    future is the ledger's check, the same for every caller."""
+    if expires_at is not None and expires_in is not None:
+        raise click.UsageError("--expires-at and --expires-in are mutually exclusive")
+    if expires_in is not None:
+        try:
+            return utcnow() + parse_duration(expires_in)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="'--expires-in'") from None
+    if expires_at is None:
+        return None
+    raw = expires_at.strip()
+    try:
+        # RFC 3339 allows a lower-case t and z; fromisoformat wants T and +00:00.
+        parsed = datetime.fromisoformat(raw.upper().replace("Z", "+00:00"))
+    except ValueError:
+        parsed = None
+    try:
+        # An edge-of-calendar time in a far offset has no UTC time: refused as malformed.
+        in_utc = parsed.astimezone(UTC) if parsed is not None and parsed.tzinfo else None
+    except OverflowError:
+        in_utc = None
+    if in_utc is None or "T" not in raw.upper():
+        raise click.BadParameter(
+            f"expected an RFC 3339 timestamp with an offset, e.g. 2027-01-31T00:00:00Z, "
+            f"got {expires_at!r}",
+            param_hint="'--expires-at'",
+        )
+    return in_utc
 
 
 def emit(data: BaseModel | dict[str, Any], as_json: bool, text: Callable[[], str]) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import click
+from alembic.util import CommandError
 
 from worker import ledger
 from worker.cli.common import (
@@ -11,9 +12,12 @@ from worker.cli.common import (
     emit,
     json_option,
     parse_amount,
+    parse_expiry,
     session,
 )
+from worker.errors import IdempotencyKeyReused
 from worker.infra import migrate
+from worker.ledger import credit_terms
 from worker.ledger.schemas import (
     CustomerOut,
     LedgerEntryListOut,
@@ -21,6 +25,7 @@ from worker.ledger.schemas import (
     WalletListOut,
     WalletOut,
 )
+from worker.models import LOT_CATEGORIES
 
 
 @click.group()
@@ -32,16 +37,44 @@ def db() -> None:
 @click.option("--revision", default="head", show_default=True)
 def db_upgrade(revision: str) -> None:
     """Apply migrations up to REVISION."""
-    migrate.upgrade(revision=revision)
+    try:
+        migrate.upgrade(revision=revision)
+    except CommandError as exc:
+        raise click.ClickException(_first_line(exc)) from None
     click.echo(f"database at {revision}")
+
+
+def _first_line(error: Exception) -> str:
+    return (str(error).strip().splitlines() or [type(error).__name__])[0]
 
 
 @db.command("downgrade")
-@click.option("--revision", default="base", show_default=True)
-def db_downgrade(revision: str) -> None:
-    """Revert migrations down to REVISION."""
-    migrate.downgrade(revision=revision)
-    click.echo(f"database at {revision}")
+@click.argument("revision", required=False)
+@click.option("--revision", "revision_option", help="The same as REVISION.")
+@click.option(
+    "--drop-ledger",
+    is_flag=True,
+    help="Allow a downgrade past the migration that creates the ledger to destroy its entries.",
+)
+def db_downgrade(revision: str | None, revision_option: str | None, drop_ledger: bool) -> None:
+    """Revert migrations down to REVISION (a revision id, or base).
+
+    There is no default: a downgrade always names where it goes. One past the migration that
+    creates the ledger is refused while it holds entries, unless --drop-ledger.
+    """
+    if revision and revision_option and revision != revision_option:
+        raise click.UsageError("REVISION and --revision differ; name one revision")
+    target = revision or revision_option
+    if not target:
+        raise click.UsageError(
+            "db downgrade needs the revision to go down to, e.g. 'billing-worker db downgrade"
+            " 0009' ('base' removes every table)"
+        )
+    try:
+        migrate.downgrade(revision=target, drop_ledger=drop_ledger)
+    except (migrate.DowngradeRefused, CommandError) as exc:
+        raise click.ClickException(_first_line(exc)) from None
+    click.echo(f"database at {target}")
 
 
 @click.group()
@@ -89,6 +122,28 @@ def wallet_show(customer_id: str, as_json: bool) -> None:
     emit(out, as_json, lambda: _wallet_text(out))
 
 
+def _lot_options(command):  # type: ignore[no-untyped-def]
+    """The credit's lot terms. ``wallet debit`` takes them too, so that the ledger refuses them
+    naming the field, as the API does, instead of click calling them extra arguments."""
+    command = click.option(
+        "--category",
+        type=click.Choice(LOT_CATEGORIES),
+        help="Credits only. The credit's lot: paid (the default) or promotional (spent first "
+        "among lots expiring together).",
+    )(command)
+    command = click.option(
+        "--expires-in",
+        metavar="DURATION",
+        help="Credits only. The credit expires this long from now: 30d, 12h or 90m.",
+    )(command)
+    return click.option(
+        "--expires-at",
+        metavar="RFC3339",
+        help="Credits only. The credit expires then, e.g. 2027-01-31T00:00:00Z (an offset is "
+        "required).",
+    )(command)
+
+
 def _adjust(is_credit: bool):  # type: ignore[no-untyped-def]
     @click.argument("customer_id")
     @click.argument("amount")
@@ -103,30 +158,39 @@ def _adjust(is_credit: bool):  # type: ignore[no-untyped-def]
         reason: str | None,
         idempotency_key: str | None,
         as_json: bool,
+        expires_at: str | None,
+        expires_in: str | None,
+        category: str | None,
     ) -> None:
+        leg = ledger.Leg(
+            customer_id=customer_id,
+            currency=currency,
+            amount=parse_amount(amount),
+            is_credit=is_credit,
+            reason=reason,
+            key=ledger.client_key(idempotency_key),
+            category=credit_terms.leg_category(category, is_credit=is_credit),
+            expires_at=parse_expiry(expires_at, expires_in),
+            actor=CLI_ACTOR,
+        )
         with session() as s:
-            leg = ledger.Leg(
-                customer_id=customer_id,
-                currency=currency,
-                amount=parse_amount(amount),
-                is_credit=is_credit,
-                reason=reason,
-                key=ledger.client_key(idempotency_key),
-                actor=CLI_ACTOR,
-            )
-            [posted] = ledger.post(s, [leg])
-            assert isinstance(posted, ledger.Posted)  # a refusing leg posts or raises
+            try:
+                posted = ledger.post(s, [leg])[0]
+            except IdempotencyKeyReused as reused:
+                raise credit_terms.with_lot_terms(s, reused, leg) from None
+            assert isinstance(posted, ledger.Posted)
             out = WalletOut.of(posted.wallet)
             entry_id = posted.entry.id
         emit(out, as_json, lambda: f"{entry_id}: {out.currency} balance {out.balance}")
 
-    return command
+    return _lot_options(command)
 
 
 wallet.command(
     "credit",
     context_settings=AMOUNT_COMMAND,
-    help="Add AMOUNT minor units to CUSTOMER_ID's wallet.",
+    help="Add AMOUNT minor units to CUSTOMER_ID's wallet, optionally as credit that expires "
+    "(--expires-at or --expires-in) or is promotional (--category).",
 )(_adjust(True))
 wallet.command(
     "debit",

@@ -111,7 +111,8 @@ def prepare(settings: Settings, leg: Leg) -> Leg:
         expires_at = leg.expires_at.astimezone(UTC)
         if expires_at <= utcnow():
             raise ValidationFailed("expires_at", "must be in the future")
-        if expires_at != leg.expires_at or expires_at.tzinfo is not UTC:
+        # The same instant in any offset is the same fingerprint.
+        if leg.expires_at.tzinfo is not UTC:
             leg = replace(leg, expires_at=expires_at)
     return leg if currency == leg.currency else replace(leg, currency=currency)
 

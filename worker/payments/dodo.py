@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import select
@@ -11,8 +12,8 @@ from worker import ledger
 from worker.errors import ValidationFailed
 from worker.inbox.handling import Handled
 from worker.infra.db import settings_of
-from worker.models import Customer, InboxEvent, TopupPayment
-from worker.payments.payload import _currency, _minor_units, _obj, _str
+from worker.models import Customer, InboxEvent, TopupPayment, utcnow
+from worker.payments.payload import _currency, _minor_units, _obj, _str, _timestamp
 from worker.payments.topups import (
     KNOWN_CUSTOMERS,
     UNSEEN_PAYMENTS,
@@ -20,6 +21,7 @@ from worker.payments.topups import (
     credit_topup,
     ignore_payment,
     reverse_topup,
+    topup_expiry,
 )
 
 
@@ -70,7 +72,16 @@ def dodo_payment_succeeded(session: Session, payload: dict[str, Any]) -> Handled
             payment_currency=payment_currency,
             reason="not a wallet top-up (no TOPUP_PRODUCTS product, no metadata.wallet_credit)",
         )
-    amount, currency = credit
+    amount, currency, validity = credit
+    expires_at = None
+    if validity is not None:
+        paid_at = data.get("created_at")
+        try:
+            expires_at = topup_expiry(
+                utcnow() if paid_at is None else _timestamp(paid_at, "data.created_at"), validity
+            )
+        except OverflowError:  # a payment time at the edge of the calendar
+            raise ValidationFailed("data.created_at", f"out of range: {paid_at!r}") from None
     customer_id = _dodo_customer(session, _obj(data.get("customer"), "data.customer"))
     return credit_topup(
         session,
@@ -81,36 +92,43 @@ def dodo_payment_succeeded(session: Session, payload: dict[str, Any]) -> Handled
         currency=currency,
         payment_amount=payment_amount,
         payment_currency=payment_currency,
+        expires_at=expires_at,
     )
 
 
 def _dodo_credit(
     session: Session, data: dict[str, Any], payment_currency: str
-) -> tuple[int, str] | None:
-    """(amount, currency) to credit: configured top-up products first, else metadata."""
+) -> tuple[int, str, timedelta | None] | None:
+    """(amount, currency, validity) to credit: configured top-up products first, else
+    metadata (which never expires)."""
     products = settings_of(session).topup_map
     cart = data.get("product_cart") or []
     if not isinstance(cart, list):
         raise ValidationFailed("data.product_cart", "expected a list")
-    total, currencies = 0, set()
+    total, currencies, validities = 0, set(), []
     for index, item in enumerate(cart):
         item = _obj(item, f"data.product_cart[{index}]")
         spec = products.get(item.get("product_id"))  # type: ignore[arg-type]
         if spec is None:
             continue
         quantity = _minor_units(item.get("quantity", 1), f"data.product_cart[{index}].quantity")
-        total += spec[0] * quantity
-        currencies.add(spec[1])
+        total += spec.amount * quantity
+        currencies.add(spec.currency)
+        validities.append(spec.validity)
     if len(currencies) > 1:
         raise ValidationFailed("data.product_cart", "top-up products in several currencies")
     if total:
-        return total, currencies.pop()
+        # One payment is one credit and one lot. Products of several validities in one cart
+        # take the longest (no validity is longest): no credit bought lapses earlier than
+        # its product promised.
+        validity = None if None in validities else max(validities)  # type: ignore[type-var]
+        return total, currencies.pop(), validity
     metadata = data.get("metadata") or {}
     if not isinstance(metadata, dict) or metadata.get("wallet_credit") in (None, ""):
         return None
     amount = _minor_units(metadata["wallet_credit"], "data.metadata.wallet_credit")
     currency = metadata.get("wallet_currency") or payment_currency
-    return amount, _currency(currency, "data.metadata.wallet_currency")
+    return amount, _currency(currency, "data.metadata.wallet_currency"), None
 
 
 def _dodo_customer(session: Session, customer: dict[str, Any]) -> str:

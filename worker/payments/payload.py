@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 from worker.errors import ValidationFailed
@@ -35,3 +36,21 @@ def _currency(value: Any, field: str) -> str:
     if not isinstance(value, str) or len(value) != 3 or not value.isalpha():
         raise ValidationFailed(field, f"expected an ISO 4217 code, got {value!r}")
     return value.upper()
+
+
+def _timestamp(value: Any, field: str) -> datetime:
+    """An RFC 3339 timestamp with an offset (``2026-11-26T10:14:58.000000Z``)."""
+    parsed = None
+    if isinstance(value, str) and "T" in value.upper():
+        try:
+            parsed = datetime.fromisoformat(value.upper().replace("Z", "+00:00"))
+        except ValueError:
+            parsed = None
+    if parsed is None or parsed.tzinfo is None:
+        raise ValidationFailed(
+            field, f"expected an RFC 3339 timestamp with an offset, got {value!r}"
+        )
+    try:
+        return parsed.astimezone(UTC)
+    except OverflowError:  # the edge of the calendar in a far offset has no UTC time
+        raise ValidationFailed(field, f"out of range: {value!r}") from None

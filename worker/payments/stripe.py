@@ -6,14 +6,19 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from worker.errors import CustomerNotFound, ValidationFailed
 from worker.inbox.handling import Handled
-from worker.models import Customer, TopupRefund
+from worker.models import Customer
 from worker.payments.payload import _currency, _minor_units, _obj, _str
-from worker.payments.topups import credit_topup, ignore_payment, reverse_topup
+from worker.payments.topups import (
+    credit_topup,
+    ignore_payment,
+    lock_payment,
+    refunded_so_far,
+    reverse_topup,
+)
 
 
 def _stripe_object(payload: dict[str, Any]) -> dict[str, Any]:
@@ -81,56 +86,87 @@ def stripe_checkout_session_completed(session: Session, payload: dict[str, Any])
 
 
 def stripe_charge_refunded(session: Session, payload: dict[str, Any]) -> Handled:
+    """Reverse what ``amount_refunded`` says was refunded beyond what earlier events reversed.
+
+    Exactly once under at-least-once delivery and out-of-order events, even when two events of
+    one charge are applied by concurrent transactions:
+
+    - The payment row is locked (``lock_payment``) before what earlier events reversed is read,
+      so concurrent events of one charge queue there and each sees what the others committed.
+    - ``amount_refunded`` is the one fact every ``charge.refunded`` carries, and it only grows:
+      a redelivered event, or an older one arriving late, finds nothing left to reverse. Keys
+      by refund id alone cannot give that: events of API versions since 2022-11-15 list no
+      refunds (``charge.refunds`` is not expanded), and a list that is there holds at most its
+      first page.
+    - Listed refunds name the reversal of the part they explain (``refund:{re_...}``); the rest
+      is keyed by the cumulative total (``refund:{charge}:{amount_refunded}``). A refund
+      reversed under one shape is counted in the other's sum, so the two never add up twice.
+    """
     charge = _stripe_object(payload)
     charge_id = _str(charge, "id", "data.object.id")
     intent = charge.get("payment_intent")
     payment_id = intent if isinstance(intent, str) and intent else charge_id
     currency = _currency(charge.get("currency"), "data.object.currency")
-    refunds = (
-        (charge.get("refunds") or {}).get("data")
-        if isinstance(charge.get("refunds"), dict)
-        else None
-    )
-    results = []
-    if refunds:
-        for index, refund in enumerate(refunds):
-            refund = _obj(refund, f"data.object.refunds.data[{index}]")
-            if refund.get("status", "succeeded") != "succeeded":
-                continue
-            results.append(
-                reverse_topup(
-                    session,
-                    provider="stripe",
-                    payment_id=payment_id,
-                    refund_id=_str(refund, "id", f"data.object.refunds.data[{index}].id"),
-                    refund_amount=_minor_units(
-                        refund.get("amount"), f"data.object.refunds.data[{index}].amount"
-                    ),
-                    refund_currency=currency,
-                )
-            )
+    listed, pending = _listed_refunds(charge)
+    if charge.get("amount_refunded") is None and not listed:
+        raise ValidationFailed("data.object.amount_refunded", "expected the amount refunded")
+
+    lock_payment(session, "stripe", payment_id)
+    recorded = refunded_so_far(session, "stripe", payment_id)
+    if charge.get("amount_refunded") is None:
+        total = sum(recorded.values()) + sum(a for r, a in listed if r not in recorded)
     else:
-        # Recent API versions do not expand charge.refunds: amount_refunded is cumulative, so
-        # reverse only what earlier events of this charge have not.
-        total = _minor_units(charge.get("amount_refunded"), "data.object.amount_refunded")
-        earlier = sum(
-            session.scalars(
-                select(TopupRefund.refund_amount).where(
-                    TopupRefund.provider == "stripe", TopupRefund.payment_id == payment_id
-                )
-            )
+        refunded = _minor_units(
+            charge.get("amount_refunded"), "data.object.amount_refunded", allow_zero=True
         )
-        if total > earlier:
-            results.append(
-                reverse_topup(
-                    session,
-                    provider="stripe",
-                    payment_id=payment_id,
-                    refund_id=f"{charge_id}:{total}",
-                    refund_amount=total - earlier,
-                    refund_currency=currency,
-                )
-            )
+        total = refunded - pending  # a refund still pending is not reversed yet
+    left = total - sum(recorded.values())
+
+    results = []
+    for refund_id, amount in listed:
+        if refund_id in recorded:
+            results.append({"refund_id": refund_id, "duplicate": True})
+            continue
+        piece = min(amount, left)
+        if piece <= 0:
+            # Reversed already as part of an earlier event's cumulative amount.
+            results.append({"refund_id": refund_id, "duplicate": True, "covered": True})
+            continue
+        results.append(_reverse(session, payment_id, refund_id, piece, currency))
+        left -= piece
+    if left > 0:
+        results.append(_reverse(session, payment_id, f"{charge_id}:{total}", left, currency))
     if results and all("ignored" in r for r in results):
         return Handled("ignored", {"refunds": results})
     return Handled("processed", {"refunds": results})
+
+
+def _listed_refunds(charge: dict[str, Any]) -> tuple[list[tuple[str, int]], int]:
+    """The succeeded refunds the charge lists, (id, amount), and the sum of those pending."""
+    refunds = charge.get("refunds")
+    data = refunds.get("data") if isinstance(refunds, dict) else None
+    listed, pending = [], 0
+    for index, refund in enumerate(data or []):
+        field = f"data.object.refunds.data[{index}]"
+        refund = _obj(refund, field)
+        amount = _minor_units(refund.get("amount"), f"{field}.amount")
+        if refund.get("status", "succeeded") != "succeeded":
+            # Stripe counts a refund in amount_refunded from its creation; failed and canceled
+            # ones it takes out again.
+            pending += amount if refund.get("status") in ("pending", "requires_action") else 0
+            continue
+        listed.append((_str(refund, "id", f"{field}.id"), amount))
+    return listed, pending
+
+
+def _reverse(
+    session: Session, payment_id: str, refund_id: str, amount: int, currency: str
+) -> dict[str, Any]:
+    return reverse_topup(
+        session,
+        provider="stripe",
+        payment_id=payment_id,
+        refund_id=refund_id,
+        refund_amount=amount,
+        refund_currency=currency,
+    )

@@ -8,6 +8,7 @@ what it credited, so a refund knows its share and the sum of reversals stays cap
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import select
@@ -16,12 +17,30 @@ from sqlalchemy.orm import Session
 from worker import ledger, notify
 from worker.errors import DuplicateEntry, ValidationFailed
 from worker.inbox.handling import Handled, NotReady
-from worker.models import TopupPayment, TopupRefund
+from worker.ledger.credit_terms import lot_of_entry
+from worker.models import TopupPayment, TopupRefund, utcnow
 
 # Hints noted by ``worker.payments.dodo.prefetch`` for the batch's transaction
 # (``session.info`` keys).
 KNOWN_CUSTOMERS = "bw_known_customers"  # customer ids that exist
 UNSEEN_PAYMENTS = "bw_unseen_payments"  # (provider, payment_id) with no topup_payments row
+
+# A top-up processed after its validity ended (an inbox backlog, a replay) is still credited,
+# since the customer paid, and its lot lapses this long after (the ledger refuses an expiry
+# that is not in the future): the ledger shows the credit and its expiration, and only a debit
+# in that second could spend any of it.
+LATE_TOPUP_GRACE = timedelta(seconds=1)
+
+
+def topup_expiry(paid_at: datetime, validity: timedelta | None) -> datetime | None:
+    """When a top-up bought at ``paid_at`` with ``validity`` lapses (None: never).
+
+    Validity counts from the payment, not from when it was processed: the customer paid then,
+    and a redelivered or replayed event gets the same expiry, so the same fingerprint.
+    """
+    if validity is None:
+        return None
+    return max(paid_at + validity, utcnow() + LATE_TOPUP_GRACE)
 
 
 def actor_of(provider: str) -> str:
@@ -39,8 +58,10 @@ def credit_topup(
     currency: str,
     payment_amount: int,
     payment_currency: str,
+    expires_at: datetime | None = None,
 ) -> Handled:
-    """Credit a top-up payment once and remember it for its refunds."""
+    """Credit a top-up payment once and remember it for its refunds; ``expires_at`` is when
+    its lot lapses (``topup_expiry``; None: never)."""
     unseen = session.info.get(UNSEEN_PAYMENTS, set())
     if (provider, payment_id) in unseen:
         # The batch found no row for it: nothing to lock; our INSERT below is checked by the
@@ -70,14 +91,15 @@ def credit_topup(
             is_credit=True,
             event_type="payment",
             reason=f"{provider} payment {payment_id}",
-            key=ledger.system_key("payment", payment_id),
             reference_object_id=payment_id,
+            key=ledger.system_key("payment", payment_id),
+            expires_at=expires_at,
             actor=actor_of(provider),
         )
-        # The inbox runs every handler in its own savepoint already: a concurrent post of
-        # the same key rolls that back and the event is retried, then finds the key used.
-        [posted] = ledger.post(session, [leg], savepoint=False)
-        assert isinstance(posted, ledger.Posted)  # a credit always posts; duplicates raise
+        # The inbox runs every handler in its own savepoint already: a concurrent post of the
+        # same key rolls that back and the event is retried, then finds the key used.
+        posted = ledger.post(session, [leg], savepoint=False)[0]
+        assert isinstance(posted, ledger.Posted)
         entry = posted.entry
     except DuplicateEntry as exc:
         entry = exc.entry
@@ -130,6 +152,34 @@ def ignore_payment(
     return Handled("ignored", {"payment_id": payment_id, "reason": reason})
 
 
+def lock_payment(session: Session, provider: str, payment_id: str) -> TopupPayment:
+    """The payment's row, locked until commit; ``NotReady`` when it has not been seen yet.
+
+    Every refund of a payment takes this lock before it reads what earlier refunds reversed,
+    so concurrent refunds of one payment queue here and each sees what the others committed.
+    """
+    topup = session.scalar(
+        select(TopupPayment)
+        .where(TopupPayment.provider == provider, TopupPayment.payment_id == payment_id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    )
+    if topup is None:
+        raise NotReady(f"payment {payment_id} has not been received yet")
+    return topup
+
+
+def refunded_so_far(session: Session, provider: str, payment_id: str) -> dict[str, int]:
+    """Refund id -> refund amount (the payment's currency) of every refund of the payment
+    applied so far. Read it under ``lock_payment``."""
+    rows = session.execute(
+        select(TopupRefund.refund_id, TopupRefund.refund_amount).where(
+            TopupRefund.provider == provider, TopupRefund.payment_id == payment_id
+        )
+    )
+    return {refund_id: amount for refund_id, amount in rows}
+
+
 def reverse_topup(
     session: Session,
     *,
@@ -147,15 +197,7 @@ def reverse_topup(
     cover the share, what is there is debited and the rest recorded as ``shortfall``.
     Raises ``NotReady`` when the payment has not been seen yet.
     """
-    # Locking the payment row serialises concurrent refunds of one payment, so the cap holds.
-    topup = session.scalar(
-        select(TopupPayment)
-        .where(TopupPayment.provider == provider, TopupPayment.payment_id == payment_id)
-        .with_for_update()
-        .execution_options(populate_existing=True)
-    )
-    if topup is None:
-        raise NotReady(f"payment {payment_id} has not been received yet")
+    topup = lock_payment(session, provider, payment_id)
     done = session.scalar(
         select(TopupRefund).where(
             TopupRefund.provider == provider, TopupRefund.refund_id == refund_id
@@ -180,7 +222,9 @@ def reverse_topup(
     if share > 0:
         assert topup.customer_id is not None and topup.currency is not None
         # The refund already happened at the provider: take what the wallet holds and record
-        # the rest as the merchant's shortfall.
+        # the rest as the merchant's shortfall. What is taken back is first the top-up's own
+        # lot, then the other live lots, soonest to expire first; once its own lot has
+        # expired (or was used up) only the others are live, and the ledger takes from them.
         leg = ledger.Leg(
             customer_id=topup.customer_id,
             currency=topup.currency,
@@ -188,13 +232,15 @@ def reverse_topup(
             is_credit=False,
             event_type="payment_reversal",
             reason=f"{provider} refund {refund_id} of payment {payment_id}",
-            key=ledger.system_key("refund", refund_id),
             reference_object_id=refund_id,
+            key=ledger.system_key("refund", refund_id),
             on_short=ledger.OnShort.TAKE,
+            lot_id=lot_of_entry(session, topup.ledger_entry_id),
             actor=actor_of(provider),
         )
-        [posted] = ledger.post(session, [leg])
-        if isinstance(posted, ledger.Posted):
+        posted = ledger.post(session, [leg])[0]
+        assert not isinstance(posted, ledger.Replayed)  # duplicates raise
+        if posted is not None:
             debited, entry_id = posted.entry.amount, posted.entry.id
             balance_after = posted.wallet.balance
     topup.reversed_amount += share

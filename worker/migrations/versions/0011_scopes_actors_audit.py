@@ -1,7 +1,7 @@
 """API-key scopes and credit limits, who changed what, and the audit log
 
 Revision ID: 0011
-Revises: 0010
+Revises: 0012
 
 - ``api_key_scopes``: one row per scope a key holds (read, customers, debit, credit, admin;
   a CHECK refuses anything else). Existing keys keep what they could do: an admin key gets
@@ -20,7 +20,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0011"
-down_revision = "0010"
+down_revision = "0012"
 branch_labels = None
 depends_on = None
 
