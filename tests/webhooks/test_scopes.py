@@ -286,17 +286,19 @@ def test_entries_charges_and_customers_record_the_key_that_made_them(
         json={"amount": 300, "currency": "USD", "entry_type": "credit"},
         headers=headers,
     )
+    # 400 asked, 300 from the wallet: the card paid 100, which a refund may give back.
     charge = client.post(
         f"{wallets}/charges",
-        json={"amount": 100, "currency": "USD", "order_id": "o1"},
+        json={"amount": 400, "currency": "USD", "order_id": "o1"},
         headers=headers,
     ).json
     client.post(f"{wallets}/charges/{charge['charge_id']}/reverse", json={}, headers=headers)
-    client.post(
+    refund = client.post(
         f"{wallets}/refunds",
-        json={"amount": 50, "currency": "USD", "payment_id": "pay_1"},
+        json={"amount": 50, "currency": "USD", "payment_id": charge["charge_id"]},
         headers=headers,
     )
+    assert refund.status_code == 200, refund.json
     client.patch(f"/customers/{customer_id}", json={"name": "Robert"}, headers=BOOTSTRAP)
     listed = client.get(f"{wallets}/ledger-entries", headers=headers).json["items"]
     assert [(e["event_type"], e["actor"]) for e in listed] == [
