@@ -2,7 +2,8 @@
 
 Where things are: ``api/`` (the routes behind an API key, and health), ``providers/`` (the
 signed provider webhook receivers), ``errors`` (every error response and its status),
-``auth`` (API keys), ``metrics`` (``/metrics`` and request counters), ``openapi``
+``auth`` (API keys), ``scopes`` (the scope each API route declares), ``throttle`` (failed
+authentications per address), ``metrics`` (``/metrics`` and request counters), ``openapi``
 (``/openapi.json``), ``strict_json`` (the one JSON parser for request bodies),
 ``json_answers`` (redirects and over-long request lines answered as JSON).
 """
@@ -15,7 +16,7 @@ from flask_openapi3 import Info, OpenAPI
 from pydantic import ValidationError
 
 from tasks import publisher
-from webhooks import errors, json_answers, metrics, openapi, providers, throttle
+from webhooks import errors, json_answers, metrics, openapi, providers, scopes, throttle
 from webhooks.api import (
     admin,
     charges,
@@ -64,7 +65,12 @@ def create_app(settings: Settings | None = None) -> OpenAPI:
         # Hooked on the app, keyed by blueprint, so create_app() can run more than once per
         # process (tests); blueprint.before_request() would mutate the module-level blueprint.
         app.before_request_funcs.setdefault(blueprint.name, []).extend(
-            [require_api_key, guards.reject_repeated_query, guards.require_json_body]
+            [
+                require_api_key,
+                scopes.enforce_scope,
+                guards.reject_repeated_query,
+                guards.require_json_body,
+            ]
         )
     app.register_api(health.bp)
     # Authenticated by the provider's signature, not by an API key.

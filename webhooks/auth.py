@@ -5,7 +5,7 @@ from __future__ import annotations
 from flask import current_app, g, request
 
 from webhooks import throttle
-from worker.access.apikeys import authenticate
+from worker.access.apikeys import Principal, authenticate
 from worker.errors import Unauthorized
 
 BEARER_SECURITY = [{"bearerAuth": []}]
@@ -27,3 +27,13 @@ def require_api_key() -> None:
         throttle.count_failure()  # past AUTH_FAILURE_LIMIT: 429 instead of 401
         raise Unauthorized
     g.principal = principal
+
+
+def principal() -> Principal:
+    """The caller of this request (set by ``require_api_key``)."""
+    return g.principal
+
+
+def actor() -> str:
+    """What this request's changes record as their actor: the key's id, or ``bootstrap``."""
+    return principal().actor

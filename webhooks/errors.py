@@ -24,6 +24,7 @@ from worker.errors import (
     BillingError,
     BrokerUnavailable,
     ChargeNotFound,
+    CreditLimitExceeded,
     CustomerNotFound,
     DuplicateEntry,
     EntryNotFound,
@@ -41,6 +42,7 @@ from worker.errors import (
     RefundCapExceeded,
     RefundExceedsPayment,
     ReversalExceedsCharge,
+    ScopeRequired,
     TaskNotFound,
     TooManyFailedAuthentications,
     Unauthorized,
@@ -79,6 +81,8 @@ STATUS: dict[type[BaseException], int] = {
     BadSignature: 401,  # a provider's delivery: its signature is its credential
     Forbidden: 403,
     TooManyFailedAuthentications: 429,
+    ScopeRequired: 403,  # the key lacks the route's scope; nothing was read or written
+    CreditLimitExceeded: 403,  # a credit above the key's max_credit
     # What is asked for.
     NotFound: 404,
     CustomerNotFound: 404,
@@ -195,6 +199,24 @@ class TooManyFailuresOut(ErrorOut):
     retry_after: int
 
 
+class ForbiddenOut(ErrorOut):
+    """403 `FORBIDDEN` (the key lacks `required_scope`) or `CREDIT_LIMIT_EXCEEDED` (a credit
+    above the key's `max_credit`). Nothing was written."""
+
+    model_config = ConfigDict(
+        extra="allow",
+        openapi_extra={"description": "The API key may not do this; nothing changed."},
+    )
+    required_scope: str | None = Field(
+        None,
+        description="FORBIDDEN: the scope this request needs (read, customers, debit, "
+        "credit or admin).",
+    )
+    limit: str | None = Field(None, description="CREDIT_LIMIT_EXCEEDED: `max_credit`.")
+    max_credit: int | None = Field(None, description="CREDIT_LIMIT_EXCEEDED: the key's limit.")
+    requested_amount: int | None = None
+
+
 class NotFoundOut(ErrorOut):
     """404 `CUSTOMER_NOT_FOUND` (or `NOT_FOUND` for an unknown route)."""
 
@@ -267,6 +289,7 @@ class UnavailableOut(ErrorOut):
 COMMON_RESPONSES: dict[int, type[ErrorOut]] = {
     400: BadRequestOut,
     401: UnauthorizedOut,
+    403: ForbiddenOut,  # every API-key route declares a scope (webhooks.scopes)
     404: NotFoundOut,
     429: TooManyFailuresOut,
     422: ValidationOut,

@@ -217,9 +217,35 @@ class TooManyFailedAuthentications(BillingError):
 
 
 class Forbidden(BillingError):
-    """A valid API key without the scope the action needs."""
+    """A valid API key that may not do this."""
 
     code = "FORBIDDEN"
+
+
+class ScopeRequired(Forbidden):
+    """A valid API key without the scope the route (or, for ledger entries, the body) needs."""
+
+    code = "FORBIDDEN"
+
+    def __init__(self, scope: str) -> None:
+        super().__init__(f"This API key lacks the {scope} scope", required_scope=scope)
+
+
+class CreditLimitExceeded(Forbidden):
+    """A credit above the key's ``max_credit``: a per-key bound on any single credit."""
+
+    code = "CREDIT_LIMIT_EXCEEDED"
+
+    def __init__(self, *, requested: int, limit: int, currency: str) -> None:
+        super().__init__(
+            f"amount: {requested} exceeds this API key's max_credit of {limit} "
+            f"(minor units of {currency})",
+            field="amount",
+            limit="max_credit",
+            max_credit=limit,
+            requested_amount=requested,
+            currency=currency,
+        )
 
 
 class UnsupportedContentType(ValidationFailed):

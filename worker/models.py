@@ -122,6 +122,11 @@ class Customer(Base):
     # Per-customer low-balance threshold overrides, {"USD": 500}.
     low_balance_thresholds: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # Who created it ("unknown" before actors were recorded) and who changed it last (None:
+    # unchanged since); the audit log keeps every change.
+    created_by: Mapped[str] = mapped_column(String(64), server_default="unknown")
+    updated_by: Mapped[str | None] = mapped_column(String(64))
+    updated_at: Mapped[datetime | None] = mapped_column()
 
     __table_args__ = (
         # The scan visits customers with threshold overrides without reading every customer.
@@ -318,14 +323,53 @@ class LedgerMarker(Base):
 
 class ApiKey(Base):
     __tablename__ = "api_keys"
+    __table_args__ = (CheckConstraint("max_credit > 0", name="max_credit_positive"),)
 
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
     name: Mapped[str | None] = mapped_column(String(200))
     # sha256 of the secret; the secret itself is shown once and never stored.
     key_hash: Mapped[str] = mapped_column(String(64), unique=True)
-    is_admin: Mapped[bool] = mapped_column(Boolean, default=False)
+    # The largest single credit the key may post, in minor units of the credit's currency;
+    # None: no limit beyond the credit scope.
+    max_credit: Mapped[int | None] = mapped_column(BigInteger)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # Actors ("unknown" for keys created before actors were recorded).
+    created_by: Mapped[str] = mapped_column(String(64), server_default="unknown")
     revoked_at: Mapped[datetime | None] = mapped_column()
+    revoked_by: Mapped[str | None] = mapped_column(String(64))
+
+
+# worker.access.scopes.SCOPES; spelled out here so the CHECK is a constant of the schema.
+API_KEY_SCOPES = ("read", "customers", "debit", "credit", "admin")
+
+
+class ApiKeyScope(Base):
+    """One scope an API key holds: a row per scope, so the database itself refuses an unknown
+    scope (a portable CHECK) or a scope given twice (the primary key)."""
+
+    __tablename__ = "api_key_scopes"
+    __table_args__ = (
+        CheckConstraint(
+            "scope IN (" + ", ".join(f"'{s}'" for s in API_KEY_SCOPES) + ")", name="scope_valid"
+        ),
+    )
+
+    key_id: Mapped[str] = mapped_column(ForeignKey("api_keys.id"), primary_key=True)
+    scope: Mapped[str] = mapped_column(String(16), primary_key=True)
+
+
+class AuditLog(Base):
+    """Operator actions, append-only: who (an API key id, bootstrap, cli, system) did what
+    (``apikey.created``, ``task.triggered``, ...) to which target, and when."""
+
+    __tablename__ = "audit_log"
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(default=utcnow)
+    actor: Mapped[str] = mapped_column(String(64))
+    action: Mapped[str] = mapped_column(String(64))
+    target: Mapped[str | None] = mapped_column(String(255))
+    details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
 
 
 class InboxEvent(Base):
@@ -416,6 +460,8 @@ class WalletCharge(Base):
     ledger_entry_id: Mapped[str | None] = mapped_column(String(64))
     reason: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # Who charged ("unknown" before actors were recorded); reversals carry theirs on entries.
+    actor: Mapped[str] = mapped_column(String(64), server_default="unknown")
 
 
 class WebhookEndpoint(Base):
@@ -519,6 +565,8 @@ class TopupRefund(Base):
     shortfall: Mapped[int] = mapped_column(BigInteger)
     ledger_entry_id: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # webhook:dodo or webhook:stripe ("unknown" before actors were recorded).
+    actor: Mapped[str] = mapped_column(String(64), server_default="unknown")
 
 
 REFUND_SOURCES = ("charge", "topup", "inbox", "unknown")

@@ -112,7 +112,7 @@ def test_ledger_list_text_json_filter_and_paging(cli, customer_id: str) -> None:
     cli("wallet", "credit", customer_id, "9", "--currency", "INR")
     listed = cli("ledger", "list", customer_id)
     assert [line.split()[3] for line in listed.out.splitlines()] == ["+9", "+3", "+2", "+1"]
-    assert listed.out.splitlines()[1].endswith("+3 USD -> 6 merchant_adjustment r3")
+    assert listed.out.splitlines()[1].endswith("+3 USD -> 6 merchant_adjustment by cli r3")
     page = cli(
         "ledger", "list", customer_id, "--currency", "USD", "--page-size", "2",
         "--page-number", "1", "--json",
@@ -152,18 +152,18 @@ def test_verify_ok_then_drift_exits_1(cli, settings: Settings, customer_id: str)
 def test_apikeys_create_list_revoke(cli) -> None:
     created = cli("apikeys", "create", "--name", "backend", "--json").json()
     admin = cli("apikeys", "create", "--name", "ops", "--admin")
-    assert created["key"].startswith("bwk_") and created["admin"] is False
+    assert created["key"].startswith("bwk_") and created["scopes"] == ["read"]
     admin_id, secret = admin.out.splitlines()[0].split()
     assert secret.startswith("bwk_")
     listed = cli("apikeys", "list", "--json").json()["items"]
-    assert {(k["id"], k["name"], k["admin"]) for k in listed} == {
-        (created["id"], "backend", False),
-        (admin_id, "ops", True),
+    assert {(k["id"], k["name"], tuple(k["scopes"])) for k in listed} == {
+        (created["id"], "backend", ("read",)),
+        (admin_id, "ops", ("admin",)),
     }
     assert all("key" not in k for k in listed)
     assert cli("apikeys", "revoke", created["id"]).out.strip() == f"revoked {created['id']}"
     text_list = cli("apikeys", "list").out.splitlines()
-    assert f"{created['id']} backend revoked" in text_list
+    assert f"{created['id']} backend read revoked" in text_list
     assert f"{admin_id} ops admin active" in text_list
 
 

@@ -361,7 +361,7 @@ def test_a_ledger_entry_is_one_statement_on_the_wire(
     from psycopg.pq import Trace
 
     with tx() as s:
-        _, secret = apikeys.create_key(s)
+        _, secret = apikeys.create_key(s, scopes=["read", "credit"])
     stored = {"Authorization": f"Bearer {secret}"}
     funded = post_entry(client, customer_id, amount=10_000_000)  # far above any threshold
     assert funded.status_code == 200

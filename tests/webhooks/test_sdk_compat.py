@@ -18,13 +18,17 @@ import pytest
 from dodopayments import DodoPayments
 
 from tests.support.processes import create_pg_database, drop_pg_database, gunicorn, process_env
+from worker.access import apikeys
 from worker.config import Settings
 from worker.infra import migrate
-from worker.infra.db import get_engine
+from worker.infra.db import get_engine, transaction
 
 pytestmark = pytest.mark.slow
 
-API_KEY = "sdk-test-key-0123456789abcdefghijklm"
+BOOTSTRAP_KEY = "sdk-test-bootstrap-key-0123456789abcdef"
+# The SDK's key: a stored key with every scope but admin (set by the server fixture), so the
+# whole suite proves that read + customers + debit + credit is all the SDK ever needs.
+SDK_SCOPES = ("read", "customers", "debit", "credit")
 
 
 class RequestLog:
@@ -38,19 +42,28 @@ class RequestLog:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """gunicorn (2 workers) on a fresh, migrated PostgreSQL database; yields its base URL."""
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
+    """gunicorn (2 workers) on a fresh, migrated PostgreSQL database holding the SDK's key;
+    yields the base URL and that key."""
     name, url = create_pg_database("bw_sdk")
     settings = Settings(database_url=url)
     migrate.upgrade(settings)
+    with transaction(settings) as session:
+        _, sdk_key = apikeys.create_key(session, name="sdk", scopes=SDK_SCOPES)
     get_engine(settings).dispose()
-    env = process_env(DATABASE_URL=url, BILLING_API_KEY=API_KEY)
+    env = process_env(DATABASE_URL=url, BILLING_API_KEY=BOOTSTRAP_KEY)
     try:
         with gunicorn(env, tmp_path_factory.mktemp("gunicorn"), workers=2) as base_url:
-            yield base_url
+            yield base_url, sdk_key
     finally:
         get_engine(settings).dispose()
         drop_pg_database(name)
+
+
+@pytest.fixture(scope="module")
+def server(stack: tuple[str, str]) -> str:
+    """The server's base URL."""
+    return stack[0]
 
 
 @pytest.fixture
@@ -60,10 +73,11 @@ def log() -> RequestLog:
 
 
 @pytest.fixture
-def client(server: str, log: RequestLog) -> Iterator[DodoPayments]:
+def client(stack: tuple[str, str], log: RequestLog) -> Iterator[DodoPayments]:
     """The official SDK, unchanged but for ``base_url``; default retries (2) left on."""
+    server, sdk_key = stack
     http = httpx.Client(event_hooks={"request": [log]}, timeout=10)
-    with DodoPayments(bearer_token=API_KEY, base_url=server, http_client=http) as sdk:
+    with DodoPayments(bearer_token=sdk_key, base_url=server, http_client=http) as sdk:
         yield sdk
 
 
@@ -416,6 +430,15 @@ def test_seed_check_balance_before_operation(client: DodoPayments, customer_id) 
     assert check_balance_before_operation(client, customer_id, 10000) == 10000
     with pytest.raises(RuntimeError, match="Not enough credits"):
         check_balance_before_operation(client, customer_id, 10001)
+
+
+def test_sdk_entries_carry_their_actor_as_an_extra_field(client: DodoPayments, customer_id) -> None:
+    client.customers.wallets.ledger_entries.create(
+        customer_id, amount=100, currency="USD", entry_type="credit", reason="bonus"
+    )
+    [entry] = client.customers.wallets.ledger_entries.list(customer_id, page_number=0).items
+    key_id = entry.model_extra["actor"]
+    assert key_id.startswith("key_")  # the stored key the SDK uses, not the bootstrap key
 
 
 def test_gunicorn_log_has_no_tracebacks(server: str, tmp_path_factory) -> None:

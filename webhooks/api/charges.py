@@ -12,9 +12,11 @@ from flask_openapi3 import APIBlueprint, Tag
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr, model_validator
 
 from webhooks.api.schemas import Amount, Currency, CustomerPath, _Body
-from webhooks.auth import BEARER_SECURITY
+from webhooks.auth import BEARER_SECURITY, actor, principal
 from webhooks.errors import BODY_RESPONSES, COMMON_RESPONSES, ErrorOut
+from webhooks.scopes import requires
 from worker import charges
+from worker.access.scopes import CREDIT, DEBIT, READ
 from worker.charges import MAX_ID_LENGTH, MAX_REASON_LENGTH
 from worker.charges.schemas import ChargeOut, RefundOut, ReversalOut
 from worker.infra.db import transaction
@@ -101,6 +103,7 @@ def _answer(model: BaseModel, replayed: bool) -> Response:
     "/customers/<customer_id>/wallets/charges",
     responses={200: ChargeOut, 400: ErrorOut},
 )
+@requires(DEBIT)
 def create_charge(path: CustomerPath, body: ChargeCreate) -> Response:
     """Pay for an order from the wallet first: takes min(balance, amount).
 
@@ -120,11 +123,13 @@ def create_charge(path: CustomerPath, body: ChargeCreate) -> Response:
             idempotency_key=body.idempotency_key,
             reason=body.reason,
             allow_partial=body.allow_partial,
+            actor=actor(),
         )
         return _answer(ChargeOut.of(view), view.replayed)
 
 
 @bp.get("/customers/<customer_id>/wallets/charges/<charge_id>", responses={200: ChargeOut})
+@requires(READ)
 def get_charge(path: ChargePath) -> Response:
     """A charge: applied, reversed and remaining amounts, with its ledger entries."""
     with _tx() as s:
@@ -135,6 +140,7 @@ def get_charge(path: ChargePath) -> Response:
     "/customers/<customer_id>/wallets/charges/<charge_id>/reverse",
     responses={200: ReversalOut},
 )
+@requires(CREDIT)
 def reverse_charge(path: ChargePath, body: ChargeReverse) -> Response:
     """Give the wallet part of a charge back (``payment_reversal``), all of it by default.
 
@@ -149,11 +155,13 @@ def reverse_charge(path: ChargePath, body: ChargeReverse) -> Response:
             amount=body.amount,
             reason=body.reason,
             idempotency_key=body.idempotency_key,
+            actor=actor(),
         )
         return _answer(ReversalOut.of_reversal(reversal), reversal.replayed)
 
 
 @bp.post("/customers/<customer_id>/wallets/refunds", responses={200: RefundOut})
+@requires(CREDIT)
 def refund_to_wallet(path: CustomerPath, body: RefundCreate) -> Response:
     """Refund a payment as wallet credit (``refund``), once per refund id.
 
@@ -163,7 +171,9 @@ def refund_to_wallet(path: CustomerPath, body: RefundCreate) -> Response:
     ``ALLOW_UNKNOWN_PAYMENT_REFUNDS``). What all refunds of a payment give back never exceeds
     it: more than is left is 422 ``REFUND_EXCEEDS_PAYMENT`` with ``remaining_amount``. An amount
     above ``WALLET_REFUND_MAX`` is 422 ``WALLET_REFUND_CAP_EXCEEDED`` naming the cap.
+    Above the key's ``max_credit``: 403 ``CREDIT_LIMIT_EXCEEDED``.
     """
+    principal().check_credit(body.amount, body.currency)
     with _tx() as s:
         refund = charges.refund_to_wallet(
             s,
@@ -173,5 +183,6 @@ def refund_to_wallet(path: CustomerPath, body: RefundCreate) -> Response:
             payment_id=body.payment_id,
             refund_id=body.refund_id,
             reason=body.reason,
+            actor=actor(),
         )
         return _answer(RefundOut.of(refund), refund.replayed)

@@ -9,9 +9,12 @@ from flask import Response, current_app, jsonify
 from flask_openapi3 import APIBlueprint, Tag
 
 from webhooks.api.schemas import CustomerCreate, CustomerListQuery, CustomerPatch, CustomerPath
-from webhooks.auth import BEARER_SECURITY
+from webhooks.auth import BEARER_SECURITY, actor
 from webhooks.errors import BODY_RESPONSES, COMMON_RESPONSES
+from webhooks.scopes import requires
 from worker import ledger
+from worker.access import audit
+from worker.access.scopes import CUSTOMERS, READ
 from worker.infra.db import transaction
 from worker.ledger.schemas import CustomerListOut, CustomerOut, dump
 
@@ -31,6 +34,7 @@ def _tx():  # type: ignore[no-untyped-def]
 
 
 @bp.post("/customers", responses={200: CustomerOut, **BODY_RESPONSES})
+@requires(CUSTOMERS)
 def create_customer(body: CustomerCreate) -> Response:
     """Create a customer (and its wallets); an existing email returns that customer."""
     with _tx() as s:
@@ -40,11 +44,13 @@ def create_customer(body: CustomerCreate) -> Response:
             name=body.name,
             phone_number=body.phone_number,
             metadata=body.metadata,
+            actor=actor(),
         )
         return jsonify(dump(CustomerOut.of(customer)))
 
 
 @bp.get("/customers", responses={200: CustomerListOut})
+@requires(READ)
 def list_customers(query: CustomerListQuery) -> Response:
     """List customers, newest first; filter by email, name or creation time."""
     with _tx() as s:
@@ -61,6 +67,7 @@ def list_customers(query: CustomerListQuery) -> Response:
 
 
 @bp.get("/customers/<customer_id>", responses={200: CustomerOut})
+@requires(READ)
 def get_customer(path: CustomerPath) -> Response:
     """One customer."""
     with _tx() as s:
@@ -68,6 +75,7 @@ def get_customer(path: CustomerPath) -> Response:
 
 
 @bp.patch("/customers/<customer_id>", responses={200: CustomerOut, **BODY_RESPONSES})
+@requires(CUSTOMERS)
 def patch_customer(path: CustomerPath, body: CustomerPatch) -> Response:
     """Change name, phone number, metadata or low-balance threshold overrides."""
     changes = body.model_dump(exclude_unset=True, exclude={"email"})
@@ -79,5 +87,9 @@ def patch_customer(path: CustomerPath, body: CustomerPatch) -> Response:
                 ledger.validate_currency(s, code, "low_balance_thresholds"): value
                 for code, value in changes["low_balance_thresholds"].items()
             }
-        customer = ledger.update_customer(s, path.customer_id, **changes)
+        customer = ledger.update_customer(s, path.customer_id, actor=actor(), **changes)
+        # Which fields changed, not their values (metadata may hold personal data).
+        audit.record(
+            s, actor(), "customer.updated", customer.customer_id, {"fields": sorted(changes)}
+        )
         return jsonify(dump(CustomerOut.of(customer)))

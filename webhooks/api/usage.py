@@ -24,7 +24,9 @@ from pydantic import (
 from webhooks.api.schemas import CustomerId, PageQuery
 from webhooks.auth import BEARER_SECURITY
 from webhooks.errors import BODY_RESPONSES, COMMON_RESPONSES
+from webhooks.scopes import requires
 from worker import usage
+from worker.access.scopes import DEBIT, READ
 from worker.infra.db import transaction
 from worker.usage.pricing import get_pricing
 from worker.usage.schemas import IngestOut, UsageEventListOut, UsageEventOut
@@ -87,6 +89,7 @@ def _settings():  # type: ignore[no-untyped-def]
 
 
 @bp.post("/events/ingest", responses={200: IngestOut, **BODY_RESPONSES})
+@requires(DEBIT)
 def ingest(body: IngestBody) -> Response:
     """Store usage events; answers how many were new, and which were not stored because
     their `event_id` belongs to another customer's event (`conflicts`).
@@ -118,6 +121,7 @@ def ingest(body: IngestBody) -> Response:
 
 
 @bp.get("/events", responses={200: UsageEventListOut})
+@requires(READ)
 def list_events(query: EventListQuery) -> Response:
     """Stored events, newest first, with their status and exact cost."""
     settings = _settings()
@@ -135,6 +139,7 @@ def list_events(query: EventListQuery) -> Response:
 
 
 @bp.get("/events/<event_id>", responses={200: UsageEventOut})
+@requires(READ)
 def get_event(path: EventPath) -> Response:
     """One stored event."""
     settings = _settings()

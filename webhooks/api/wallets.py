@@ -16,8 +16,11 @@ from webhooks.api.schemas import (
     LedgerEntryListQuery,
     LedgerEntryPath,
 )
+from webhooks.auth import principal
 from webhooks.errors import BODY_RESPONSES, DuplicateOut, billing_error_response
+from webhooks.scopes import ByField, requires
 from worker import ledger
+from worker.access.scopes import CREDIT, DEBIT, READ
 from worker.errors import DuplicateEntry, IdempotencyKeyReused
 from worker.infra.db import transaction
 from worker.ledger import credit_terms, lot_views
@@ -37,6 +40,7 @@ def _tx():  # type: ignore[no-untyped-def]
 
 
 @bp.get("/customers/<customer_id>/wallets", responses={200: WalletListOut})
+@requires(READ)
 def list_wallets(path: CustomerPath) -> Response:
     """Every wallet of the customer, with how much of it expires within
     CREDIT_EXPIRY_NOTICE_DAYS and when its next lot expires, and their total in USD cents."""
@@ -48,15 +52,22 @@ def list_wallets(path: CustomerPath) -> Response:
     "/customers/<customer_id>/wallets/ledger-entries",
     responses={200: WalletOut, 409: DuplicateOut, **BODY_RESPONSES},
 )
+@requires(ByField("entry_type", {"credit": CREDIT, "debit": DEBIT}))
 def create_ledger_entry(path: CustomerPath, body: LedgerEntryCreate) -> Response:
     """Credit or debit a wallet; answers with the updated wallet.
 
     400 ``INSUFFICIENT_BALANCE`` refuses a debit beyond the balance; 409
     ``DUPLICATE_IDEMPOTENCY_KEY`` (with ``x-should-retry: false``) means the key was already
     used with these parameters and nothing changed. A credit may carry ``expires_at`` and
-    ``category`` (its lot's terms); on a debit either is a 422 naming it.
+    ``category`` (its lot's terms); on a debit either is a 422 naming it. A credit needs the
+    ``credit`` scope (and at most the key's ``max_credit``), a debit the ``debit`` scope.
     """
+    caller = principal()
     is_credit = body.entry_type == "credit"
+    if is_credit:
+        caller.check_credit(body.amount, body.currency)
+    else:
+        caller.require(DEBIT)
     leg = ledger.Leg(
         customer_id=path.customer_id,
         currency=body.currency,
@@ -66,6 +77,7 @@ def create_ledger_entry(path: CustomerPath, body: LedgerEntryCreate) -> Response
         key=ledger.client_key(body.idempotency_key),
         category=credit_terms.leg_category(body.category, is_credit=is_credit),
         expires_at=body.expires_at,
+        actor=caller.actor,
     )
     try:
         posted = ledger.post_own(current_app.config["SETTINGS"], leg)
@@ -89,6 +101,7 @@ def duplicate_response(duplicate: DuplicateEntry, wallet: Wallet) -> Response:
 
 
 @bp.get("/customers/<customer_id>/wallets/ledger-entries", responses={200: LedgerEntryListOut})
+@requires(READ)
 def list_ledger_entries(path: CustomerPath, query: LedgerEntryListQuery) -> Response:
     """The customer's ledger entries, newest first."""
     with _tx() as s:

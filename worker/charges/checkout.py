@@ -33,9 +33,11 @@ def charge(
     idempotency_key: str | None = None,
     reason: str | None = None,
     allow_partial: bool = True,
+    actor: str = "system",
 ) -> ChargeView:
     """Take ``min(balance, amount)`` from the wallet for ``order_id`` (all or nothing when
     ``allow_partial`` is false: ``InsufficientBalance``, nothing recorded, key unused).
+    ``actor`` (an API key's id, ``cli``) is recorded on the charge and its entry.
 
     An empty wallet still records the charge, with ``applied_amount`` 0 and no ledger entry,
     so a retry answers the same and a later top-up cannot change what this order was told.
@@ -77,6 +79,7 @@ def charge(
         allow_partial=allow_partial,
         reason=reason,
         created_at=utcnow(),
+        actor=actor,
     )
     try:
         # The charge row goes in first: a concurrent request with the same key blocks on the
@@ -103,8 +106,7 @@ def charge(
 def _debit(
     session: Session, record: WalletCharge, amount: int, allow_partial: bool
 ) -> ledger.Posted | None:
-    posted = ledger.post_entry(
-        session,
+    leg = ledger.Leg(
         customer_id=record.customer_id,
         currency=record.currency,
         amount=amount,
@@ -114,13 +116,15 @@ def _debit(
         # No ledger key: the charge row (unique per customer and key, inserted in this same
         # savepoint with a fresh charge_id) already makes this the only debit of the charge,
         # and a key would cost two look-ups per charge. ledger_entry_id links the two.
-        idempotency_key=None,
+        key=None,
         reference_object_id=record.order_id,
         # A partial charge takes what the wallet holds under the wallet's row lock, so
         # concurrent charges on one wallet queue there and each takes what the others left.
         on_short=ledger.OnShort.TAKE if allow_partial else ledger.OnShort.REFUSE,
+        actor=record.actor,
     )
-    if posted is None:
+    [posted] = ledger.post(session, [leg])
+    if not isinstance(posted, ledger.Posted):
         return None
     record.applied_amount = posted.entry.amount
     record.ledger_entry_id = posted.entry.id

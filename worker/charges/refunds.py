@@ -41,6 +41,7 @@ def refund_to_wallet(
     payment_id: str,
     refund_id: str | None = None,
     reason: str | None = None,
+    actor: str = "system",
 ) -> Refund:
     """Credit a refund of ``payment_id`` to the wallet (``refund``), once per refund.
 
@@ -64,7 +65,9 @@ def refund_to_wallet(
     )
 
     def replay() -> Refund:
-        return _post(session, customer_id, amount, currency, payment_id, refund_id, reason, key)
+        return _post(
+            session, customer_id, amount, currency, payment_id, refund_id, reason, key, actor
+        )
 
     if ledger.find_entry(session, customer_id, key) is not None:
         return replay()  # or IdempotencyKeyReused: the key was used with other parameters
@@ -122,7 +125,16 @@ def refund_to_wallet(
             )
 
     return _post(
-        session, customer_id, amount, currency, payment_id, refund_id, reason, key, raise_total
+        session,
+        customer_id,
+        amount,
+        currency,
+        payment_id,
+        refund_id,
+        reason,
+        key,
+        actor,
+        raise_total,
     )
 
 
@@ -177,6 +189,7 @@ def _post(
     refund_id: str | None,
     reason: str | None,
     key: ledger.IdempotencyKey,
+    actor: str,
     before: Callable[[], None] | None = None,
 ) -> Refund:
     """Post the refund's credit, after ``before`` (the payment's total) in one savepoint: a
@@ -185,17 +198,18 @@ def _post(
         with session.begin_nested():
             if before is not None:
                 before()
-            posted = ledger.post_entry(
-                session,
+            leg = ledger.Leg(
                 customer_id=customer_id,
                 currency=currency,
                 amount=amount,
                 is_credit=True,
                 event_type="refund",
                 reason=reason,
-                idempotency_key=key,
+                key=key,
                 reference_object_id=payment_id,
+                actor=actor,
             )
+            [posted] = ledger.post(session, [leg])
     except DuplicateEntry as duplicate:
         wallet = ledger.get_wallet(session, customer_id, currency)
         return Refund(duplicate.entry, wallet, refund_id, replayed=True)

@@ -30,6 +30,7 @@ def reverse(
     amount: int | None = None,
     reason: str | None = None,
     idempotency_key: str | None = None,
+    actor: str = "system",
 ) -> Reversal:
     """Credit back ``amount`` of the charge (default: all that is left), ``payment_reversal``.
 
@@ -101,16 +102,18 @@ def reverse(
             raise ReversalExceedsCharge(
                 requested=amount, reversible=reversible, charge_id=charge_id
             )
-        posted = ledger.post_entry(
-            session,
+        leg = ledger.Leg(
             customer_id=customer_id,
             currency=record.currency,
             amount=amount,
             is_credit=True,
             event_type="payment_reversal",
             reason=reason,
-            idempotency_key=entry_key,
+            key=entry_key,
             reference_object_id=record.order_id,
+            actor=actor,
         )
+        [posted] = ledger.post(session, [leg])
+        assert isinstance(posted, ledger.Posted)  # a credit always posts; duplicates raise
     session.refresh(record)
     return Reversal(view=_view(session, record), entry=posted.entry)

@@ -12,6 +12,7 @@ from sqlalchemy.exc import OperationalError
 
 from worker.cli import (
     apikeys,
+    audit,
     charges,
     core,
     dbrole,
@@ -43,6 +44,7 @@ for command in (
     core.ledger_group,
     core.verify,
     apikeys.apikeys,
+    audit.audit,
     serve.serve,
     events.events,
     notifications.endpoints,

@@ -5,8 +5,9 @@ from __future__ import annotations
 import click
 
 from worker.access import apikeys as core
-from worker.cli.common import emit, json_option, session
-from worker.ledger.schemas import iso
+from worker.access.schemas import ApiKeyOut
+from worker.access.scopes import ADMIN, DEFAULT_SCOPES, SCOPES, ordered
+from worker.cli.common import CLI_ACTOR, emit, json_option, parse_amount, session
 
 
 @click.group()
@@ -16,40 +17,60 @@ def apikeys() -> None:
 
 @apikeys.command("create")
 @click.option("--name", help="A label to recognise the key by.")
-@click.option("--admin", is_flag=True, help="Allow admin routes (POST /admin/tasks/...).")
+@click.option(
+    "--scope",
+    "scopes",
+    multiple=True,
+    metavar="SCOPE",
+    help=f"Repeatable: {', '.join(SCOPES)} (admin implies all). Default: "
+    f"{', '.join(ordered(DEFAULT_SCOPES))} only.",
+)
+@click.option("--admin", is_flag=True, help="Shorthand for --scope admin.")
+@click.option(
+    "--max-credit",
+    metavar="AMOUNT",
+    help="The largest single credit the key may post, in minor units of its currency.",
+)
 @json_option
-def create(name: str | None, admin: bool, as_json: bool) -> None:
+def create(
+    name: str | None, scopes: tuple[str, ...], admin: bool, max_credit: str | None, as_json: bool
+) -> None:
     """Create a key and print its secret (shown this once only)."""
+    chosen = [*scopes, *([ADMIN] if admin else [])] or list(DEFAULT_SCOPES)
+    limit = None if max_credit is None else parse_amount(max_credit, "max_credit")
     with session() as s:
-        key, secret = core.create_key(s, name=name, admin=admin)
-        data = {"id": key.id, "name": key.name, "admin": key.is_admin, "key": secret}
+        key, secret = core.create_key(
+            s, name=name, scopes=chosen, max_credit=limit, actor=CLI_ACTOR
+        )
+        out = ApiKeyOut.of(key, core.scopes_of(s, [key.id])[key.id])
+    data = {**out.model_dump(), "key": secret}
     emit(
-        data, as_json, lambda: f"{data['id']}  {secret}\n(store the key now: it is not shown again)"
+        data,
+        as_json,
+        lambda: (
+            f"{out.id}  {secret}\nscopes {','.join(out.scopes)}"
+            + (f" max_credit {out.max_credit}" if out.max_credit else "")
+            + "\n(store the key now: it is not shown again)"
+        ),
     )
 
 
 @apikeys.command("list")
 @json_option
 def list_(as_json: bool) -> None:
-    """List keys (never their secrets)."""
+    """List keys with their scopes (never their secrets)."""
     with session() as s:
-        rows = [
-            {
-                "id": k.id,
-                "name": k.name,
-                "admin": k.is_admin,
-                "created_at": iso(k.created_at),
-                "revoked_at": iso(k.revoked_at) if k.revoked_at else None,
-            }
-            for k in core.list_keys(s)
-        ]
+        keys = core.list_keys(s)
+        scopes = core.scopes_of(s, [k.id for k in keys])
+        rows = [ApiKeyOut.of(k, scopes[k.id]) for k in keys]
     emit(
-        {"items": rows},
+        {"items": [r.model_dump() for r in rows]},
         as_json,
         lambda: (
             "\n".join(
-                f"{r['id']} {r['name'] or '-'} {'admin ' if r['admin'] else ''}"
-                f"{'revoked' if r['revoked_at'] else 'active'}"
+                f"{r.id} {r.name or '-'} {','.join(r.scopes)} "
+                + (f"max_credit={r.max_credit} " if r.max_credit else "")
+                + ("revoked" if r.revoked_at else "active")
                 for r in rows
             )
             or "no keys"
@@ -62,5 +83,5 @@ def list_(as_json: bool) -> None:
 def revoke(key_id: str) -> None:
     """Revoke KEY_ID; requests using it get 401 within 5 seconds (web workers' key cache)."""
     with session() as s:
-        core.revoke_key(s, key_id)
+        core.revoke_key(s, key_id, actor=CLI_ACTOR)
     click.echo(f"revoked {key_id}")

@@ -10,7 +10,14 @@ import click
 
 from worker import charges
 from worker.charges.schemas import ChargeOut, RefundOut, ReversalOut
-from worker.cli.common import AMOUNT_COMMAND, emit, json_option, parse_amount, session
+from worker.cli.common import (
+    AMOUNT_COMMAND,
+    CLI_ACTOR,
+    emit,
+    json_option,
+    parse_amount,
+    session,
+)
 
 
 def _charge_text(out: ChargeOut, replayed: bool) -> str:
@@ -56,6 +63,7 @@ def charge(
             idempotency_key=idempotency_key,
             reason=reason,
             allow_partial=partial,
+            actor=CLI_ACTOR,
         )
         out = ChargeOut.of(view)
     emit(out, as_json, lambda: _charge_text(out, view.replayed))
@@ -85,6 +93,7 @@ def reverse(
             amount=None if amount is None else parse_amount(amount),
             reason=reason,
             idempotency_key=idempotency_key,
+            actor=CLI_ACTOR,
         )
         out = ReversalOut.of_reversal(reversal)
     prefix = "replayed: " if reversal.replayed else ""
@@ -122,6 +131,7 @@ def refund(
             payment_id=payment_id,
             refund_id=refund_id,
             reason=reason,
+            actor=CLI_ACTOR,
         )
         out = RefundOut.of(result)
     emit(

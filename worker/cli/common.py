@@ -18,6 +18,9 @@ from worker.errors import InvalidAmount
 from worker.infra.db import transaction
 from worker.models import utcnow
 
+# The actor of everything done through the CLI: whoever can run it can reach the database.
+CLI_ACTOR = "cli"
+
 json_option = click.option(
     "--json", "as_json", is_flag=True, help="Print the JSON object the HTTP API returns."
 )

@@ -8,6 +8,7 @@ from alembic.util import CommandError
 from worker import ledger
 from worker.cli.common import (
     AMOUNT_COMMAND,
+    CLI_ACTOR,
     emit,
     json_option,
     parse_amount,
@@ -92,7 +93,7 @@ def customers_create(email: str, name: str, phone_number: str | None, as_json: b
     """Create a customer, or show the existing one with that email."""
     with session() as s:
         customer, created = ledger.create_customer(
-            s, email=email, name=name, phone_number=phone_number
+            s, email=email, name=name, phone_number=phone_number, actor=CLI_ACTOR
         )
         out = CustomerOut.of(customer)
     verb = "created" if created else "exists"
@@ -173,6 +174,7 @@ def _adjust(is_credit: bool):  # type: ignore[no-untyped-def]
             key=ledger.client_key(idempotency_key),
             category=credit_terms.leg_category(category, is_credit=is_credit),
             expires_at=parse_expiry(expires_at, expires_in),
+            actor=CLI_ACTOR,
         )
         with session() as s:
             try:
@@ -225,7 +227,8 @@ def ledger_list(
         return (
             "\n".join(
                 f"{e.created_at:%Y-%m-%d %H:%M:%S} {e.id} {'+' if e.is_credit else '-'}{e.amount} "
-                f"{e.currency} -> {e.after_balance} {e.event_type} {e.reason or ''}".rstrip()
+                f"{e.currency} -> {e.after_balance} {e.event_type} by {e.actor} "
+                f"{e.reason or ''}".rstrip()
                 for e in out.items
             )
             or "no entries"

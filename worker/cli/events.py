@@ -8,7 +8,8 @@ from typing import Any
 import click
 
 from worker import inbox
-from worker.cli.common import json_option, session
+from worker.access import audit
+from worker.cli.common import CLI_ACTOR, json_option, session
 from worker.models import InboxEvent
 
 
@@ -73,7 +74,15 @@ def replay_event(event_id: int) -> None:
     """Re-run a failed or ignored event now, in this process. Still exactly-once: its ledger
     effects carry business idempotency keys."""
     with session() as s:
-        inbox.reset_for_replay(s, event_id)
+        was = inbox.get_event(s, event_id).status
+        event = inbox.reset_for_replay(s, event_id)
+        audit.record(
+            s,
+            CLI_ACTOR,
+            "inbox.replayed",
+            str(event_id),
+            {"provider": event.provider, "event_type": event.event_type, "was": was},
+        )
     with session() as s:
         outcome = inbox.process_event(s, event_id)
     with session() as s:

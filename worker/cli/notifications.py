@@ -8,7 +8,8 @@ import click
 
 from tasks import beat as schedule
 from worker import ledger, notify
-from worker.cli.common import emit, json_option, session
+from worker.access import audit
+from worker.cli.common import CLI_ACTOR, emit, json_option, session
 from worker.cli.core import customers
 from worker.config import get_settings
 from worker.errors import ValidationFailed
@@ -35,6 +36,9 @@ def endpoints_add(url: str, events: str, as_json: bool) -> None:
     """Register URL; prints its signing secret (shown this once only)."""
     with session() as s:
         endpoint = notify.add_endpoint(s, url, events)
+        audit.record(
+            s, CLI_ACTOR, "endpoint.created", endpoint.id, {"url": url, "events": endpoint.events}
+        )
         data = {
             "id": endpoint.id,
             "url": endpoint.url,
@@ -89,6 +93,7 @@ def endpoints_remove(endpoint_id: str) -> None:
     """Stop sending to ENDPOINT_ID (its undelivered messages fail)."""
     with session() as s:
         notify.remove_endpoint(s, endpoint_id)
+        audit.record(s, CLI_ACTOR, "endpoint.removed", endpoint_id)
     click.echo(f"removed {endpoint_id}")
 
 
@@ -195,12 +200,19 @@ def tasks_run(name: str, sync: bool) -> None:
         known = ", ".join(schedule.REGISTRY)
         raise click.ClickException(f"unknown task {name!r}; known: {known}")
     if sync:
-        click.echo(json.dumps(task.run_sync(get_settings())))
+        result = task.run_sync(get_settings())
+        # After the run: a task's own transactions commit as it goes, so there is no single
+        # transaction to record it in; a run that raised is not recorded.
+        with session() as s:
+            audit.record(s, CLI_ACTOR, "task.run", task.name, {"via": "cli", "sync": True})
+        click.echo(json.dumps(result))
         return
     from worker.infra.celery_app import app
 
-    result = app.send_task(task.task, retry=False)
-    click.echo(f"enqueued {task.task} id={result.id}")
+    sent = app.send_task(task.task, retry=False)
+    with session() as s:
+        audit.record(s, CLI_ACTOR, "task.triggered", task.name, {"task_id": sent.id, "via": "cli"})
+    click.echo(f"enqueued {task.task} id={sent.id}")
 
 
 # -- customers set-threshold ---------------------------------------------------------------
@@ -224,6 +236,15 @@ def set_threshold(customer_id: str, currency: str, amount: str | None, clear: bo
             current.pop(code, None)
         else:
             current[code] = int(amount or 0)
-        ledger.update_customer(s, customer_id, low_balance_thresholds=current or None)
+        ledger.update_customer(
+            s, customer_id, actor=CLI_ACTOR, low_balance_thresholds=current or None
+        )
+        audit.record(
+            s,
+            CLI_ACTOR,
+            "customer.threshold_set",
+            customer_id,
+            {"currency": code, "threshold": None if clear else int(amount or 0)},
+        )
     shown = "cleared" if clear else amount
     click.echo(f"{customer_id} {code} low-balance threshold {shown}")

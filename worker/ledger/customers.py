@@ -25,6 +25,7 @@ def create_customer(
     phone_number: str | None = None,
     metadata: dict[str, Any] | None = None,
     customer_id: str | None = None,
+    actor: str = "system",
 ) -> tuple[Customer, bool]:
     """Create a customer and one zero-balance wallet per configured currency.
 
@@ -47,6 +48,7 @@ def create_customer(
         phone_number=phone_number,
         metadata_=metadata or {},
         created_at=utcnow(),
+        created_by=actor,
     )
     try:
         # A concurrent create with the same email loses on the unique index; the savepoint
@@ -105,14 +107,19 @@ def list_customers(
 _UPDATABLE = {"name", "phone_number", "metadata", "low_balance_thresholds"}
 
 
-def update_customer(session: Session, customer_id: str, **changes: Any) -> Customer:
-    """Change a customer's name, phone number, metadata or threshold overrides."""
+def update_customer(
+    session: Session, customer_id: str, *, actor: str = "system", **changes: Any
+) -> Customer:
+    """Change a customer's name, phone number, metadata or threshold overrides; ``actor``
+    is recorded as the last to change it."""
     unknown = set(changes) - _UPDATABLE
     if unknown:
         raise ValidationFailed(sorted(unknown)[0], "cannot be changed")
     customer = get_customer(session, customer_id)
     for key, value in changes.items():
         setattr(customer, "metadata_" if key == "metadata" else key, value)
+    customer.updated_by = actor
+    customer.updated_at = utcnow()
     session.flush()
     return customer
 

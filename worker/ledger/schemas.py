@@ -123,6 +123,12 @@ class LedgerEntryOut(_Out):
     reason: str | None = None
     reference_object_id: str | None = None
     idempotency_key: str | None = None
+    # Not in Dodo's shape (its SDK keeps it in model_extra): who posted the entry.
+    actor: str = Field(
+        "unknown",
+        description="Who posted it: an API key's id, `bootstrap`, `webhook:dodo`, "
+        "`webhook:stripe`, `usage`, `system` or `cli` (`unknown` before actors were recorded).",
+    )
 
     @classmethod
     def of(cls, e: LedgerEntry) -> LedgerEntryOut:
@@ -140,6 +146,7 @@ class LedgerEntryOut(_Out):
             reason=e.reason,
             reference_object_id=e.reference_object_id,
             idempotency_key=e.idempotency_key,
+            actor=e.actor or "unknown",
         )
 
 

@@ -157,6 +157,7 @@ def _dodo_customer(session: Session, customer: dict[str, Any]) -> str:
         name=name or email,
         phone_number=customer.get("phone_number") or None,
         customer_id=customer_id if isinstance(customer_id, str) and customer_id else None,
+        actor="webhook:dodo",
     )
     return created.customer_id
 

@@ -43,6 +43,11 @@ def topup_expiry(paid_at: datetime, validity: timedelta | None) -> datetime | No
     return max(paid_at + validity, utcnow() + LATE_TOPUP_GRACE)
 
 
+def actor_of(provider: str) -> str:
+    """The actor of a provider's effects: ``webhook:dodo``, ``webhook:stripe``."""
+    return f"webhook:{provider}"
+
+
 def credit_topup(
     session: Session,
     *,
@@ -89,6 +94,7 @@ def credit_topup(
             reference_object_id=payment_id,
             key=ledger.system_key("payment", payment_id),
             expires_at=expires_at,
+            actor=actor_of(provider),
         )
         # The inbox runs every handler in its own savepoint already: a concurrent post of the
         # same key rolls that back and the event is retried, then finds the key used.
@@ -230,6 +236,7 @@ def reverse_topup(
             key=ledger.system_key("refund", refund_id),
             on_short=ledger.OnShort.TAKE,
             lot_id=lot_of_entry(session, topup.ledger_entry_id),
+            actor=actor_of(provider),
         )
         posted = ledger.post(session, [leg])[0]
         assert not isinstance(posted, ledger.Replayed)  # duplicates raise
@@ -243,6 +250,7 @@ def reverse_topup(
             refund_id=refund_id,
             payment_id=payment_id,
             refund_amount=refund_amount,
+            actor=actor_of(provider),
             share=share,
             debited=debited,
             shortfall=share - debited,

@@ -20,6 +20,9 @@ from worker import ledger, notify
 from worker.ledger.schemas import USAGE_SCALE
 from worker.models import UsageEvent, Wallet, utcnow
 
+# The actor of usage debits (settlement after a top-up is the system's).
+USAGE_ACTOR = "usage"
+
 # Events one billing transaction takes. Larger batches mean fewer ledger entries (one per
 # wallet per batch) and fewer commits; the transaction stays well under a second.
 BATCH_SIZE = 5000
@@ -88,6 +91,7 @@ def bill_batch(session: Session, limit: int = BATCH_SIZE) -> BatchResult:
                     key=ledger.system_key("usage", f"{rows[0].seq}-{rows[-1].seq}", currency),
                     # The usage already happened: take what the wallet holds, owe the rest.
                     on_short=ledger.OnShort.TAKE,
+                    actor=USAGE_ACTOR,
                 )
             )
     # All wallets of the batch in one posting (a few statements, not a few per wallet). A key

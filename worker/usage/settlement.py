@@ -67,6 +67,7 @@ def _settle_wallet(session: Session, customer_id: str, currency: str) -> Settled
         reason=f"usage settlement: {len(rows)} unbilled event(s) "
         f"({', '.join(sorted({r.event_name for r in rows}))})"[:1000],
         key=ledger.system_key("usage-settle", rows[0].seq, rows[0].unbilled_amount, currency),
+        actor="system",  # settlement runs after a top-up or from beat, on nobody's request
     )
     # The wallet is locked above, so the posting does not read it again.
     [posted] = ledger.post(session, [leg], locked=locked)

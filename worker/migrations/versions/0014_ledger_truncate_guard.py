@@ -1,7 +1,7 @@
 """the ledger refuses TRUNCATE (PostgreSQL)
 
 Revision ID: 0014
-Revises: 0012
+Revises: 0011
 
 0001's row triggers refuse UPDATE and DELETE of ledger entries, but TRUNCATE fires no row
 trigger: one statement (``TRUNCATE ledger_entries`` or ``TRUNCATE wallets CASCADE``) would empty
@@ -20,7 +20,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0014"
-down_revision = "0012"
+down_revision = "0011"
 branch_labels = None
 depends_on = None
 
