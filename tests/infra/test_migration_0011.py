@@ -34,10 +34,11 @@ def empty_settings(backend: str, tmp_path: Path) -> Iterator[Settings]:
 # The revision before 0011, wherever the chain puts it.
 BEFORE = ScriptDirectory.from_config(migrate.alembic_config()).get_revision("0011").down_revision
 
+# Secrets shaped like the ones we issue (anything else is refused without a lookup).
 KEYS = {  # id: (secret, is_admin, revoked)
-    "key_ops": ("bwk_ops-secret", True, False),
-    "key_backend": ("bwk_backend-secret", False, False),
-    "key_old": ("bwk_old-secret", False, True),
+    "key_ops": ("bwk_" + "o" * 43, True, False),
+    "key_backend": ("bwk_" + "b" * 43, False, False),
+    "key_old": ("bwk_" + "x" * 43, False, True),
 }
 
 
@@ -72,11 +73,11 @@ def test_existing_keys_keep_what_they_could_do_and_downgrade_restores_is_admin(
     )
     assert set(actors.values()) == {"unknown"}
     assert revoked_by == {"key_ops": None, "key_backend": None, "key_old": "unknown"}
-    ops = apikeys.authenticate(empty_settings, "bwk_ops-secret")
-    backend = apikeys.authenticate(empty_settings, "bwk_backend-secret")
+    ops = apikeys.authenticate(empty_settings, "bwk_" + "o" * 43)
+    backend = apikeys.authenticate(empty_settings, "bwk_" + "b" * 43)
     assert ops.is_admin and not backend.is_admin
     assert backend.scopes == frozenset({"read", "customers", "debit", "credit"})
-    assert apikeys.authenticate(empty_settings, "bwk_old-secret") is None
+    assert apikeys.authenticate(empty_settings, "bwk_" + "x" * 43) is None
     get_engine(empty_settings).dispose()
 
     migrate.downgrade(empty_settings, BEFORE)

@@ -119,6 +119,7 @@ def list_ledger_entries(path: CustomerPath, query: LedgerEntryListQuery) -> Resp
     "/customers/<customer_id>/wallets/ledger-entries/<entry_id>",
     responses={200: LedgerEntryDetailOut},
 )
+@requires(READ)
 def get_ledger_entry(path: LedgerEntryPath) -> Response:
     """One ledger entry, with the lot a credit created or what a debit took from which lots.
 
@@ -131,6 +132,7 @@ def get_ledger_entry(path: LedgerEntryPath) -> Response:
 
 
 @bp.get("/customers/<customer_id>/wallets/credit-lots", responses={200: LotListOut})
+@requires(READ)
 def list_credit_lots(path: CustomerPath, query: CreditLotListQuery) -> Response:
     """The customer's credit lots, newest first: what each credit brought, what is left of
     it, when it expires."""

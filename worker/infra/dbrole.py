@@ -19,6 +19,7 @@ from sqlalchemy import Connection, text
 # append), and the migration marker (only migrations, run by the owner, write it).
 APPEND_ONLY: dict[str, tuple[str, ...]] = {
     "ledger_entries": ("SELECT", "INSERT"),
+    "audit_log": ("SELECT", "INSERT"),
     "lot_consumptions": ("SELECT", "INSERT"),
     # A lot only gives up what remains (0010's trigger refuses any other UPDATE).
     "credit_lots": ("SELECT", "INSERT", "UPDATE"),

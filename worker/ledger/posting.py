@@ -89,6 +89,7 @@ def post_entry(
     reference_object_id: str | None = None,
     on_short: OnShort = OnShort.REFUSE,
     savepoint: bool = True,
+    actor: str = "system",
 ) -> Posted | None:
     """``post`` of one leg; a plain string key is a client's (see ``keys``)."""
     leg = Leg(
@@ -101,6 +102,7 @@ def post_entry(
         reference_object_id=reference_object_id,
         key=client_key(idempotency_key),
         on_short=on_short,
+        actor=actor,
     )
     result = post(session, [leg], savepoint=savepoint)[0]
     assert not isinstance(result, Replayed)  # duplicates raise
