@@ -3,6 +3,8 @@ commands (endpoints, tasks run, events replay, thresholds)."""
 
 from __future__ import annotations
 
+from cryptography.fernet import Fernet
+
 from tests.support.cli import run_cli_process
 from worker import inbox
 
@@ -34,10 +36,12 @@ def test_apikeys_create_refuses_unknown_scopes_and_bad_limits_on_one_line(databa
         assert "Traceback" not in run.stderr
 
 
-def test_audit_list_shows_operator_actions_newest_first(cli, tx) -> None:
+def test_audit_list_shows_operator_actions_newest_first(cli, tx, monkeypatch) -> None:
+    # Outside the embedded default an endpoint's secret can only be stored sealed.
+    monkeypatch.setenv("ENDPOINT_SECRET_KEY", Fernet.generate_key().decode())
     key = cli("apikeys", "create", "--scope", "debit", "--json").json()
     cli("apikeys", "revoke", key["id"])
-    endpoint = cli("endpoints", "add", "http://127.0.0.1:9/hook", "--json").json()
+    endpoint = cli("endpoints", "add", "https://hooks.example.com/billing", "--json").json()
     cli("endpoints", "remove", endpoint["id"])
     ran = cli("tasks", "run", "check-low-balances", "--sync")
     assert ran.code == 0, ran.err
