@@ -61,15 +61,20 @@ _LOTS_SQL = text("""
 """)
 
 # Every debit posted since lots were introduced says which lots paid for it, to the unit.
+# The sum is a correlated lookup on lot_consumptions' primary key (entry_id, lot_id), not a
+# join against an aggregate of the whole table: with stale statistics after a bulk load,
+# PostgreSQL planned that join as a nested loop over every group for every debit (over 15
+# minutes for 34,000 debits; this form takes under a second).
 _CONSUMED_SQL = text("""
-    SELECT e.id, e.customer_id, e.currency, e.amount, COALESCE(c.consumed, 0) AS consumed
-    FROM ledger_entries e
-    LEFT JOIN (
-        SELECT entry_id, SUM(amount) AS consumed FROM lot_consumptions GROUP BY entry_id
-    ) c ON c.entry_id = e.id
-    WHERE NOT e.is_credit
-      AND e.seq >= COALESCE((SELECT value FROM ledger_markers WHERE name = 'lots_from_seq'), 0)
-      AND e.amount <> COALESCE(c.consumed, 0)
+    SELECT id, customer_id, currency, amount, consumed FROM (
+        SELECT e.id, e.customer_id, e.currency, e.amount,
+               (SELECT COALESCE(SUM(c.amount), 0) FROM lot_consumptions c
+                WHERE c.entry_id = e.id) AS consumed
+        FROM ledger_entries e
+        WHERE NOT e.is_credit
+          AND e.seq >= COALESCE((SELECT value FROM ledger_markers WHERE name = 'lots_from_seq'), 0)
+    ) d
+    WHERE amount <> consumed
     LIMIT :limit
 """)
 
