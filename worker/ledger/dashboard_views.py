@@ -1,0 +1,446 @@
+"""What the operator dashboard and the customer portal read from the ledger, and nothing else.
+
+Nothing here writes. Each list is keyset-paged (``seq`` for entries, ``(created_at,
+customer_id)`` for customers), so a page deep in a 100,000-entry ledger costs what the first
+page costs: an index range, never an ``OFFSET`` that reads and throws away every row before it.
+
+The held and available balances, the holds list and the spend-by-meter chart are not here yet:
+they read tables the holds and analytics work adds (see ``held_balances``, ``holds_of``,
+``spend_by_meter`` at the end). Until then the pages leave those panels out.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import BigInteger, Date, and_, cast, func, or_, select
+from sqlalchemy.orm import Session
+
+from worker.errors import ValidationFailed
+from worker.ledger.customers import get_customer
+from worker.ledger.lot_views import SPENDING_ORDER
+from worker.ledger.validation import validate_currency
+from worker.models import LEDGER_EVENT_TYPES, CreditLot, Customer, LedgerEntry, Wallet, utcnow
+
+PAGE_SIZE = 50
+MAX_PAGE_SIZE = 200
+# The balance chart plots a wallet's last entries (each entry's after_balance): a bounded,
+# index-ordered read however long the ledger is.
+CHART_POINTS = 500
+
+
+def _day(session: Session, column: Any) -> Any:
+    """The UTC calendar day of a timestamp column, on either backend."""
+    if session.get_bind().dialect.name == "postgresql":
+        return cast(func.timezone("UTC", column), Date)
+    return func.date(column)  # SQLite stores UTC text
+
+
+def _as_date(value: Any) -> date:
+    return value if isinstance(value, date) else date.fromisoformat(str(value)[:10])
+
+
+def _page_size(value: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_PAGE_SIZE:
+        raise ValidationFailed("page_size", f"must be between 1 and {MAX_PAGE_SIZE}")
+    return value
+
+
+# -- the overview ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Liability:
+    """What the service owes its customers in one currency: the sum of every wallet."""
+
+    currency: str
+    total: int
+    wallets: int
+    funded: int
+
+
+def liabilities(session: Session) -> list[Liability]:
+    rows = session.execute(
+        select(
+            Wallet.currency,
+            cast(func.coalesce(func.sum(Wallet.balance), 0), BigInteger),
+            func.count(),
+            func.count().filter(Wallet.balance > 0),
+        )
+        .group_by(Wallet.currency)
+        .order_by(Wallet.currency)
+    ).all()
+    return [Liability(c, int(t), int(n), int(f)) for c, t, n, f in rows]
+
+
+@dataclass(frozen=True)
+class DayFlow:
+    day: date
+    currency: str
+    credits: int
+    debits: int
+
+
+def daily_flows(
+    session: Session,
+    *,
+    days: int = 30,
+    customer_id: str | None = None,
+    now: datetime | None = None,
+) -> list[DayFlow]:
+    """Credits and debits per UTC day and currency over the last ``days`` days (today
+    included), oldest first; days without entries are absent. ``customer_id`` narrows it to
+    one customer (over ``ix_ledger_entries_customer_seq``); without it, every customer (over
+    ``ix_ledger_entries_created_at``)."""
+    now = now or utcnow()
+    since = datetime.combine(now.date() - timedelta(days=days - 1), datetime.min.time(), UTC)
+    t = LedgerEntry
+    day = _day(session, t.created_at).label("day")
+    credits = func.sum(t.amount).filter(t.is_credit)
+    debits = func.sum(t.amount).filter(~t.is_credit)
+    query = select(
+        day,
+        t.currency,
+        cast(func.coalesce(credits, 0), BigInteger),
+        cast(func.coalesce(debits, 0), BigInteger),
+    ).where(t.created_at >= since)
+    if customer_id is not None:
+        query = query.where(t.customer_id == customer_id)
+    rows = session.execute(query.group_by(day, t.currency).order_by(day, t.currency)).all()
+    return [DayFlow(_as_date(d), c, int(cr), int(db)) for d, c, cr, db in rows]
+
+
+@dataclass(frozen=True)
+class LowWallet:
+    customer_id: str
+    name: str
+    email: str
+    currency: str
+    balance: int
+
+
+def low_wallets(session: Session, *, limit: int = 20) -> list[LowWallet]:
+    """Wallets at or below their low-balance threshold, lowest first: the ones the
+    low-balance check has put in the ``low`` state (a wallet that never reached its threshold
+    is ``unarmed``, not low; worker.notify.lowbalance)."""
+    rows = session.execute(
+        select(Customer.customer_id, Customer.name, Customer.email, Wallet.currency, Wallet.balance)
+        .join(Customer, Customer.customer_id == Wallet.customer_id)
+        .where(Wallet.low_state == "low")
+        .order_by(Wallet.currency, Wallet.balance, Wallet.customer_id)
+        .limit(limit)
+    ).all()
+    return [LowWallet(*row) for row in rows]
+
+
+@dataclass(frozen=True)
+class ExpiringLot:
+    lot_id: str
+    customer_id: str
+    currency: str
+    remaining: int
+    category: str
+    expires_at: datetime
+
+
+@dataclass(frozen=True)
+class Expiring:
+    """Live credit that expires within the window: totals per currency, the soonest lots."""
+
+    totals: dict[str, int]
+    lots: list[ExpiringLot]
+
+
+def expiring_credit(
+    session: Session, *, days: int = 7, limit: int = 20, now: datetime | None = None
+) -> Expiring:
+    """Live credit expiring within ``days`` (over ``ix_credit_lots_expiring``)."""
+    now = now or utcnow()
+    t = CreditLot
+    window = and_(
+        t.remaining > 0,
+        t.expires_at.is_not(None),
+        t.expires_at > now,
+        t.expires_at <= now + timedelta(days=days),
+    )
+    totals = session.execute(
+        select(t.currency, cast(func.sum(t.remaining), BigInteger))
+        .where(window)
+        .group_by(t.currency)
+        .order_by(t.currency)
+    ).all()
+    lots = session.execute(
+        select(t.id, t.customer_id, t.currency, t.remaining, t.category, t.expires_at)
+        .where(window)
+        .order_by(t.expires_at, t.seq)
+        .limit(limit)
+    ).all()
+    return Expiring({c: int(a) for c, a in totals}, [ExpiringLot(*row) for row in lots])
+
+
+# -- customers -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CustomerPage:
+    customers: list[Customer]
+    next_cursor: str | None
+
+
+def _escape_like(text: str) -> str:
+    return re.sub(r"([\\%_])", r"\\\1", text)
+
+
+def _customer_cursor(customer: Customer) -> str:
+    return f"{customer.created_at.astimezone(UTC).isoformat()}|{customer.customer_id}"
+
+
+def _parse_customer_cursor(cursor: str) -> tuple[datetime, str]:
+    at, bar, customer_id = cursor.partition("|")
+    try:
+        when = datetime.fromisoformat(at)
+    except ValueError:
+        when = None
+    if not bar or not customer_id or when is None or when.tzinfo is None:
+        raise ValidationFailed("after", "not a cursor this page gave out")
+    return when, customer_id
+
+
+def search_customers(
+    session: Session,
+    query: str | None = None,
+    *,
+    after: str | None = None,
+    page_size: int = PAGE_SIZE,
+) -> CustomerPage:
+    """Customers newest first whose email or name contains ``query`` (case-insensitively),
+    a page at a time: ``after`` is the previous page's ``next_cursor``."""
+    page_size = _page_size(page_size)
+    q = select(Customer).order_by(Customer.created_at.desc(), Customer.customer_id.desc())
+    if query and query.strip():
+        pattern = "%" + _escape_like(query.strip().lower()) + "%"
+        q = q.where(
+            or_(
+                Customer.email_normalized.like(pattern, escape="\\"),
+                Customer.name.ilike(pattern, escape="\\"),
+            )
+        )
+    if after:
+        at, customer_id = _parse_customer_cursor(after)
+        q = q.where(
+            or_(
+                Customer.created_at < at,
+                and_(Customer.created_at == at, Customer.customer_id < customer_id),
+            )
+        )
+    found = list(session.scalars(q.limit(page_size + 1)))
+    more = len(found) > page_size
+    found = found[:page_size]
+    return CustomerPage(found, _customer_cursor(found[-1]) if more else None)
+
+
+# -- one customer --------------------------------------------------------------------------
+
+
+def live_lots(session: Session, customer_id: str, *, limit: int = 50) -> list[CreditLot]:
+    """The customer's lots that hold something, in the order debits spend them (soonest
+    expiry first), over the spending index. Lots past their expiry that the expiry task has
+    not reached yet are included: the page shows them as expired."""
+    return list(
+        session.scalars(
+            select(CreditLot)
+            .where(CreditLot.customer_id == customer_id, CreditLot.remaining > 0)
+            .order_by(CreditLot.currency, *SPENDING_ORDER)
+            .limit(limit)
+        )
+    )
+
+
+@dataclass(frozen=True)
+class BalancePoint:
+    at: datetime
+    balance: int
+
+
+def balance_series(
+    session: Session, customer_id: str, currency: str, *, points: int = CHART_POINTS
+) -> list[BalancePoint]:
+    """The wallet's balance after each of its last ``points`` entries, oldest first (over
+    ``ix_ledger_entries_wallet_seq``, backwards)."""
+    t = LedgerEntry
+    rows = session.execute(
+        select(t.created_at, t.after_balance)
+        .where(t.customer_id == customer_id, t.currency == currency)
+        .order_by(t.seq.desc())
+        .limit(points)
+    ).all()
+    return [BalancePoint(at, int(balance)) for at, balance in reversed(rows)]
+
+
+@dataclass(frozen=True)
+class LedgerFilter:
+    """The ledger's filters; every one optional. ``until`` is exclusive."""
+
+    currency: str | None = None
+    event_type: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+
+    def checked(self, session: Session) -> LedgerFilter:
+        currency = validate_currency(session, self.currency) if self.currency else None
+        if self.event_type is not None and self.event_type not in LEDGER_EVENT_TYPES:
+            raise ValidationFailed("event_type", f"must be one of {', '.join(LEDGER_EVENT_TYPES)}")
+        if self.since and self.until and self.since >= self.until:
+            raise ValidationFailed("until", "must be after the start date")
+        return LedgerFilter(currency, self.event_type, self.since, self.until)
+
+    def apply(self, query: Any) -> Any:
+        t = LedgerEntry
+        if self.currency:
+            query = query.where(t.currency == self.currency)
+        if self.event_type:
+            query = query.where(t.event_type == self.event_type)
+        if self.since:
+            query = query.where(t.created_at >= self.since)
+        if self.until:
+            query = query.where(t.created_at < self.until)
+        return query
+
+
+@dataclass(frozen=True)
+class LedgerPage:
+    entries: list[LedgerEntry]
+    next_before: int | None  # pass as ``before`` for the next (older) page
+
+
+def ledger_page(
+    session: Session,
+    customer_id: str,
+    filters: LedgerFilter = LedgerFilter(),
+    *,
+    before: int | None = None,
+    page_size: int = PAGE_SIZE,
+) -> LedgerPage:
+    """The customer's entries newest first, filtered, older than ``before`` (an entry's seq)."""
+    page_size = _page_size(page_size)
+    get_customer(session, customer_id)
+    filters = filters.checked(session)
+    t = LedgerEntry
+    query = filters.apply(select(t).where(t.customer_id == customer_id))
+    if before is not None:
+        query = query.where(t.seq < before)
+    found = list(session.scalars(query.order_by(t.seq.desc()).limit(page_size + 1)))
+    more = len(found) > page_size
+    found = found[:page_size]
+    return LedgerPage(found, found[-1].seq if more else None)
+
+
+def iter_ledger(
+    session: Session,
+    customer_id: str,
+    filters: LedgerFilter = LedgerFilter(),
+    *,
+    batch: int = 1000,
+) -> Iterator[LedgerEntry]:
+    """Every entry of the customer matching ``filters``, newest first, read ``batch`` at a
+    time by keyset (for the CSV export: memory stays flat however long the ledger is)."""
+    get_customer(session, customer_id)
+    filters = filters.checked(session)
+    t = LedgerEntry
+    before: int | None = None
+    while True:
+        query = filters.apply(select(t).where(t.customer_id == customer_id))
+        if before is not None:
+            query = query.where(t.seq < before)
+        rows = list(session.scalars(query.order_by(t.seq.desc()).limit(batch)))
+        yield from rows
+        if len(rows) < batch:
+            return
+        before = rows[-1].seq
+        session.expunge_all()  # entries already written out need not stay in the identity map
+
+
+CSV_COLUMNS = (
+    "id",
+    "created_at",
+    "currency",
+    "entry_type",
+    "event_type",
+    "amount",
+    "before_balance",
+    "after_balance",
+    "reason",
+    "reference_object_id",
+    "idempotency_key",
+    "actor",
+)
+
+
+def csv_row(entry: LedgerEntry) -> list[str | int]:
+    """One entry as a row of ``CSV_COLUMNS`` (amounts as integers in minor units)."""
+    return [
+        entry.id,
+        entry.created_at.astimezone(UTC).isoformat().replace("+00:00", "Z"),
+        entry.currency,
+        "credit" if entry.is_credit else "debit",
+        entry.event_type,
+        entry.amount,
+        entry.before_balance,
+        entry.after_balance,
+        entry.reason or "",
+        entry.reference_object_id or "",
+        entry.idempotency_key or "",
+        entry.actor,
+    ]
+
+
+def daily_spending(
+    session: Session, customer_id: str, *, days: int = 30, now: datetime | None = None
+) -> list[DayFlow]:
+    """The customer's debits per day and currency (expirations excluded: credit that lapsed
+    was not spent), for the portal; ``credits`` is always 0 here."""
+    now = now or utcnow()
+    since = datetime.combine(now.date() - timedelta(days=days - 1), datetime.min.time(), UTC)
+    t = LedgerEntry
+    day = _day(session, t.created_at).label("day")
+    rows = session.execute(
+        select(day, t.currency, cast(func.sum(t.amount), BigInteger))
+        .where(
+            t.customer_id == customer_id,
+            ~t.is_credit,
+            t.event_type != "expiration",
+            t.created_at >= since,
+        )
+        .group_by(day, t.currency)
+        .order_by(day, t.currency)
+    ).all()
+    return [DayFlow(_as_date(d), c, 0, int(a)) for d, c, a in rows]
+
+
+# -- waiting for holds and analytics -------------------------------------------------------
+# Each returns None until the data exists; a page shows the panel only for a value that is not
+# None, so no page ever shows a made-up number.
+
+
+def held_balances(session: Session, customer_id: str) -> dict[str, tuple[int, int]] | None:
+    """Per currency (held, available) once holds exist (issue 15); None until then."""
+    return None
+
+
+def holds_of(session: Session, customer_id: str) -> list[Any] | None:
+    """The customer's active holds, soonest to expire first (issue 15); None until then."""
+    return None
+
+
+def holds_expiring_soon(session: Session, *, hours: int = 24) -> list[Any] | None:
+    """Active holds expiring within ``hours``, for the overview (issue 15); None until then."""
+    return None
+
+
+def spend_by_meter(session: Session, customer_id: str) -> list[Any] | None:
+    """Usage spend per meter over the last 30 days (issue 16's analytics); None until then."""
+    return None
