@@ -37,7 +37,7 @@ def _frame(title: str, summary: str, body: list[str], chart_id: str) -> Markup:
 
 def _text(x: float, y: float, text: str, anchor: str = "start") -> str:
     return (
-        f'<text x="{x:.1f}" y="{y:.1f}" font-size="12" fill="{INK}" '
+        f'<text x="{x:.1f}" y="{y:.1f}" font-size="13" fill="{INK}" '
         f'text-anchor="{anchor}">{escape(text)}</text>'
     )
 
