@@ -391,3 +391,39 @@ def test_operations_refuse_a_forged_replay_without_admin(app: Flask, tx, new_key
     assert r.status_code == 403 and "admin" in r.text
     with tx() as s:
         assert s.scalar(select(func.count()).select_from(AuditLog)) == 1  # the key's creation
+
+
+def test_daily_flows_remember_closed_days_only(settings: Settings, tx, customer_id: str) -> None:
+    from datetime import timedelta
+
+    from worker.ledger import dashboard_views
+    from worker.models import utcnow
+
+    def post(amount: int, is_credit: bool, key: str) -> None:
+        ledger.post_own(
+            settings,
+            ledger.Leg(
+                customer_id=customer_id,
+                currency="USD",
+                amount=amount,
+                is_credit=is_credit,
+                key=ledger.client_key(key),
+                actor="test",
+            ),
+        )
+
+    post(700, True, "a")
+    post(200, False, "b")
+    now = utcnow()
+    with tx() as s:
+        [today] = dashboard_views.daily_flows(s, now=now)
+        assert (today.day, today.credits, today.debits) == (now.date(), 700, 200)
+        [spent] = dashboard_views.daily_spending(s, customer_id, now=now)
+        assert (spent.credits, spent.debits) == (0, 200)
+    later = now + timedelta(days=1, hours=2)  # today is then a closed day, read once
+    with tx() as s:
+        assert [f.credits for f in dashboard_views.daily_flows(s, now=later)] == [700]
+    post(50, True, "c")
+    with tx() as s:
+        assert [f.credits for f in dashboard_views.daily_flows(s, now=now)] == [750]
+        assert [f.credits for f in dashboard_views.daily_flows(s, now=later)] == [700]

@@ -2,7 +2,7 @@
 
 What a fresh interpreter has: the commit hooks not installed, no after-commit publisher, and
 empty caches (settings from the environment, API-key principals, endpoint subscriptions, the
-generated signing key; the
+generated signing key, the dashboard's closed days; the
 last two are keyed by database URL, and the PostgreSQL test database is one URL emptied
 between tests, so a cached row would outlive its truncation).
 """
@@ -15,6 +15,7 @@ from contextlib import contextmanager
 
 from worker.access import apikeys, refused, signing
 from worker.config import get_settings
+from worker.ledger import dashboard_views
 from worker.notify import commit_hooks, endpoints, publish
 
 
@@ -24,6 +25,7 @@ def _clear_caches() -> None:
     refused.forget_all()
     endpoints._subscriptions.clear()
     signing.forget()
+    dashboard_views.forget_closed_days()
 
 
 def reset_process_state() -> None:

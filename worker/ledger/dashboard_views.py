@@ -12,15 +12,18 @@ they read tables the holds and analytics work adds (see ``held_balances``, ``hol
 from __future__ import annotations
 
 import re
+import threading
+from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import BigInteger, Date, and_, cast, func, or_, select
+from sqlalchemy import BigInteger, Date, and_, cast, func, literal, or_, select
 from sqlalchemy.orm import Session
 
 from worker.errors import ValidationFailed
+from worker.infra.db import settings_of
 from worker.ledger.customers import get_customer
 from worker.ledger.lot_views import SPENDING_ORDER
 from worker.ledger.validation import validate_currency
@@ -85,6 +88,82 @@ class DayFlow:
     debits: int
 
 
+# Per-day totals of days that are over are remembered per process: entries are append-only
+# and stamped when they are posted, so a day's totals stop changing once the transactions
+# that stamped its last entries have committed. A day counts as over an hour after its end
+# (far longer than any posting transaction); the hour after midnight re-reads yesterday. So
+# a chart costs a read of today's entries, and the full window once a day per process.
+CLOSED_AFTER = timedelta(hours=1)
+_CLOSED_MAX = 512  # (database, customer, window) entries; bounded: customers are many
+_closed: OrderedDict[tuple[Any, ...], list[DayFlow]] = OrderedDict()
+_closed_lock = threading.Lock()
+
+
+def _window(days: int, now: datetime) -> tuple[datetime, datetime]:
+    """The window's first instant, and the first instant of the days still open."""
+    since = datetime.combine(now.date() - timedelta(days=days - 1), datetime.min.time(), UTC)
+    still_open = datetime.combine((now - CLOSED_AFTER).date(), datetime.min.time(), UTC)
+    return since, max(since, still_open)
+
+
+def _day_totals(
+    session: Session,
+    since: datetime,
+    until: datetime | None,
+    *,
+    customer_id: str | None,
+    spending: bool,
+) -> list[DayFlow]:
+    t = LedgerEntry
+    day = _day(session, t.created_at).label("day")
+    if spending:  # debits only, expirations excluded: credit that lapsed was not spent
+        credits: Any = literal(0)
+        debits = func.sum(t.amount)
+        query = select(day, t.currency, credits, debits).where(
+            ~t.is_credit, t.event_type != "expiration"
+        )
+    else:
+        credits = func.coalesce(func.sum(t.amount).filter(t.is_credit), 0)
+        debits = func.coalesce(func.sum(t.amount).filter(~t.is_credit), 0)
+        query = select(day, t.currency, credits, debits)
+    query = query.where(t.created_at >= since)
+    if until is not None:
+        query = query.where(t.created_at < until)
+    if customer_id is not None:
+        query = query.where(t.customer_id == customer_id)
+    rows = session.execute(query.group_by(day, t.currency)).all()
+    return [DayFlow(_as_date(d), c, int(cr), int(db)) for d, c, cr, db in rows]
+
+
+def _flows(
+    session: Session, days: int, now: datetime, *, customer_id: str | None, spending: bool
+) -> list[DayFlow]:
+    since, still_open = _window(days, now)
+    key = (settings_of(session).database_url, customer_id, spending, since, still_open)
+    with _closed_lock:
+        closed = _closed.get(key)
+        if closed is not None:
+            _closed.move_to_end(key)
+    if closed is None:
+        closed = (
+            _day_totals(session, since, still_open, customer_id=customer_id, spending=spending)
+            if still_open > since
+            else []
+        )
+        with _closed_lock:
+            _closed[key] = closed
+            while len(_closed) > _CLOSED_MAX:
+                _closed.popitem(last=False)
+    live = _day_totals(session, still_open, None, customer_id=customer_id, spending=spending)
+    return sorted(closed + live, key=lambda f: (f.day, f.currency))
+
+
+def forget_closed_days() -> None:
+    """Drop the remembered totals (tests that empty a database under the same URL)."""
+    with _closed_lock:
+        _closed.clear()
+
+
 def daily_flows(
     session: Session,
     *,
@@ -94,24 +173,9 @@ def daily_flows(
 ) -> list[DayFlow]:
     """Credits and debits per UTC day and currency over the last ``days`` days (today
     included), oldest first; days without entries are absent. ``customer_id`` narrows it to
-    one customer (over ``ix_ledger_entries_customer_seq``); without it, every customer (over
-    ``ix_ledger_entries_created_at``)."""
-    now = now or utcnow()
-    since = datetime.combine(now.date() - timedelta(days=days - 1), datetime.min.time(), UTC)
-    t = LedgerEntry
-    day = _day(session, t.created_at).label("day")
-    credits = func.sum(t.amount).filter(t.is_credit)
-    debits = func.sum(t.amount).filter(~t.is_credit)
-    query = select(
-        day,
-        t.currency,
-        cast(func.coalesce(credits, 0), BigInteger),
-        cast(func.coalesce(debits, 0), BigInteger),
-    ).where(t.created_at >= since)
-    if customer_id is not None:
-        query = query.where(t.customer_id == customer_id)
-    rows = session.execute(query.group_by(day, t.currency).order_by(day, t.currency)).all()
-    return [DayFlow(_as_date(d), c, int(cr), int(db)) for d, c, cr, db in rows]
+    one customer. Days that are over come from the per-process memory above; the rest is
+    read over ``ix_ledger_entries_created_at``."""
+    return _flows(session, days, now or utcnow(), customer_id=customer_id, spending=False)
 
 
 @dataclass(frozen=True)
@@ -403,22 +467,7 @@ def daily_spending(
 ) -> list[DayFlow]:
     """The customer's debits per day and currency (expirations excluded: credit that lapsed
     was not spent), for the portal; ``credits`` is always 0 here."""
-    now = now or utcnow()
-    since = datetime.combine(now.date() - timedelta(days=days - 1), datetime.min.time(), UTC)
-    t = LedgerEntry
-    day = _day(session, t.created_at).label("day")
-    rows = session.execute(
-        select(day, t.currency, cast(func.sum(t.amount), BigInteger))
-        .where(
-            t.customer_id == customer_id,
-            ~t.is_credit,
-            t.event_type != "expiration",
-            t.created_at >= since,
-        )
-        .group_by(day, t.currency)
-        .order_by(day, t.currency)
-    ).all()
-    return [DayFlow(_as_date(d), c, 0, int(a)) for d, c, a in rows]
+    return _flows(session, days, now or utcnow(), customer_id=customer_id, spending=True)
 
 
 # -- waiting for holds and analytics -------------------------------------------------------
