@@ -57,7 +57,8 @@ def test_a_read_key_creates_a_link_valid_portal_session_seconds(
     ada, _ = two_customers
     app = create_app(settings.with_overrides(portal_session_seconds=600))
     with tx() as s:
-        _, secret = apikeys.create_key(s, scopes=[READ])
+        key, secret = apikeys.create_key(s, scopes=[READ])
+        key_id = key.id
     before = utcnow()
     r = app.test_client().post(
         f"/customers/{ada}/portal-sessions", headers={"Authorization": f"Bearer {secret}"}
@@ -67,6 +68,9 @@ def test_a_read_key_creates_a_link_valid_portal_session_seconds(
     assert timedelta(seconds=599) <= expires_at - before <= timedelta(seconds=601)
     url = urlsplit(r.json["url"])
     assert url.path.startswith(f"/portal/{ada}/")
+    with tx() as s:
+        entry = s.scalars(select(AuditLog).where(AuditLog.action == "portal.link_created")).one()
+    assert (entry.actor, entry.target, entry.details["via"]) == (key_id, ada, "http")
 
 
 def test_the_portal_shows_that_customer_read_only(app: Flask, two_customers) -> None:

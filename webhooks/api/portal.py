@@ -10,9 +10,10 @@ from pydantic import Field
 
 from webhooks.api.customers import bp
 from webhooks.api.schemas import CustomerPath
+from webhooks.auth import actor
 from webhooks.scopes import requires
 from worker import ledger
-from worker.access import portal
+from worker.access import audit, portal
 from worker.access.scopes import READ
 from worker.infra.db import transaction
 from worker.ledger.schemas import _Out, dump
@@ -30,8 +31,16 @@ def create_portal_session(path: CustomerPath) -> Response:
     balances, credits and their expiry, recent spending per day, the last entries. Read-only,
     and for that one customer only. Needs only ``read``: it shows what a read key can read."""
     settings = current_app.config["SETTINGS"]
+    link = portal.create_link(settings, path.customer_id)
     with transaction(settings) as s:
         ledger.get_customer(s, path.customer_id)  # 404 for an unknown customer
-    link = portal.create_link(settings, path.customer_id)
+        # A link shows a customer's data to whoever holds it: who handed one out is recorded.
+        audit.record(
+            s,
+            actor(),
+            "portal.link_created",
+            path.customer_id,
+            {"expires_at": link.expires_at.isoformat(), "via": "http"},
+        )
     out = PortalSessionOut(url=request.url_root.rstrip("/") + link.path, expires_at=link.expires_at)
     return jsonify(dump(out))

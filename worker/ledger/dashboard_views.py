@@ -408,24 +408,39 @@ def iter_ledger(
     customer_id: str,
     filters: LedgerFilter = LedgerFilter(),
     *,
-    batch: int = 1000,
-) -> Iterator[LedgerEntry]:
-    """Every entry of the customer matching ``filters``, newest first, read ``batch`` at a
-    time by keyset (for the CSV export: memory stays flat however long the ledger is)."""
+    batch: int = 2000,
+) -> Iterator[Any]:
+    """Every entry of the customer matching ``filters``, newest first, as rows of the columns
+    ``csv_row`` reads (no ORM objects: an export of 100,000 entries builds none), read
+    ``batch`` at a time by keyset, so memory stays flat however long the ledger is."""
     get_customer(session, customer_id)
     filters = filters.checked(session)
     t = LedgerEntry
+    columns = (
+        t.seq,
+        t.id,
+        t.created_at,
+        t.currency,
+        t.is_credit,
+        t.event_type,
+        t.amount,
+        t.before_balance,
+        t.after_balance,
+        t.reason,
+        t.reference_object_id,
+        t.idempotency_key,
+        t.actor,
+    )
     before: int | None = None
     while True:
-        query = filters.apply(select(t).where(t.customer_id == customer_id))
+        query = filters.apply(select(*columns).where(t.customer_id == customer_id))
         if before is not None:
             query = query.where(t.seq < before)
-        rows = list(session.scalars(query.order_by(t.seq.desc()).limit(batch)))
+        rows = session.execute(query.order_by(t.seq.desc()).limit(batch)).all()
         yield from rows
         if len(rows) < batch:
             return
         before = rows[-1].seq
-        session.expunge_all()  # entries already written out need not stay in the identity map
 
 
 CSV_COLUMNS = (
@@ -444,7 +459,7 @@ CSV_COLUMNS = (
 )
 
 
-def csv_row(entry: LedgerEntry) -> list[str | int]:
+def csv_row(entry: Any) -> list[str | int]:
     """One entry as a row of ``CSV_COLUMNS`` (amounts as integers in minor units)."""
     return [
         entry.id,
