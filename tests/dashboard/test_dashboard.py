@@ -427,3 +427,13 @@ def test_daily_flows_remember_closed_days_only(settings: Settings, tx, customer_
     with tx() as s:
         assert [f.credits for f in dashboard_views.daily_flows(s, now=now)] == [750]
         assert [f.credits for f in dashboard_views.daily_flows(s, now=later)] == [700]
+
+
+def test_guessing_keys_at_the_sign_in_form_meets_the_throttle(settings: Settings) -> None:
+    client = create_app(settings.with_overrides(auth_failure_limit=2)).test_client()
+    statuses = []
+    for _ in range(3):
+        token = TOKEN.search(client.get("/dashboard/sign-in").text).group(1)
+        r = client.post("/dashboard/sign-in", data={"csrf_token": token, "api_key": "guess"})
+        statuses.append(r.status_code)
+    assert statuses == [401, 401, 429]

@@ -31,6 +31,7 @@ from worker.errors import (
     DuplicateEntry,
     IdempotencyKeyReused,
     InsufficientBalance,
+    Unauthorized,
     ValidationFailed,
 )
 from worker.infra.db import transaction
@@ -98,7 +99,7 @@ def sign_in_post() -> Response:
     session.check_sign_in_token()
     fingerprint = session.authenticate_key(request.form.get("api_key", ""))
     if fingerprint is None:
-        response = Response(status=401)
+        response = Response(status=status_of(Unauthorized))
         token = session.sign_in_token(response)
         response.set_data(
             render_template(
