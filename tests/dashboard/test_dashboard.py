@@ -9,6 +9,7 @@ import csv
 import io
 import re
 from collections.abc import Callable
+from datetime import timedelta
 
 import pytest
 from flask import Flask
@@ -20,7 +21,8 @@ from worker import inbox, ledger
 from worker.access import apikeys
 from worker.access.scopes import ADMIN, CREDIT, DEBIT, READ, SCOPES
 from worker.config import Settings
-from worker.models import AuditLog, InboxEvent, LedgerEntry
+from worker.ledger import dashboard_views
+from worker.models import AuditLog, InboxEvent, LedgerEntry, utcnow
 
 BOOTSTRAP = {"Authorization": "Bearer test-key"}
 
@@ -394,11 +396,6 @@ def test_operations_refuse_a_forged_replay_without_admin(app: Flask, tx, new_key
 
 
 def test_daily_flows_remember_closed_days_only(settings: Settings, tx, customer_id: str) -> None:
-    from datetime import timedelta
-
-    from worker.ledger import dashboard_views
-    from worker.models import utcnow
-
     def post(amount: int, is_credit: bool, key: str) -> None:
         ledger.post_own(
             settings,

@@ -207,16 +207,17 @@ def _customer_context(customer_id: str, **extra: Any) -> dict[str, Any]:
         customer = ledger.get_customer(s, customer_id)
         wallets = wallet_list(s, customer_id)
         lots = views.live_lots(s, customer_id)
-        series = {
-            w.currency: views.balance_series(s, customer_id, w.currency) for w in wallets.items
-        }
+        series = views.balance_series(s, customer_id, [w.currency for w in wallets.items])
         entries = views.ledger_page(s, customer_id, filters, before=_before())
         held = views.held_balances(s, customer_id)
         holds = views.holds_of(s, customer_id)
         meters = views.spend_by_meter(s, customer_id)
     balance_charts = [
-        (currency, charts.balance_line(points, currency, f"balance-{currency}"))
-        for currency, points in series.items()
+        (
+            w.currency,
+            charts.balance_line(series.get(w.currency, []), w.currency, f"balance-{w.currency}"),
+        )
+        for w in wallets.items
     ]
     caller = session.principal()
     args = {

@@ -14,12 +14,12 @@ from __future__ import annotations
 import re
 import threading
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import BigInteger, Date, and_, cast, func, literal, or_, select
+from sqlalchemy import BigInteger, Date, and_, cast, func, literal, or_, select, union_all
 from sqlalchemy.orm import Session
 
 from worker.errors import ValidationFailed
@@ -331,18 +331,32 @@ class BalancePoint:
 
 
 def balance_series(
-    session: Session, customer_id: str, currency: str, *, points: int = CHART_POINTS
-) -> list[BalancePoint]:
-    """The wallet's balance after each of its last ``points`` entries, oldest first (over
-    ``ix_ledger_entries_wallet_seq``, backwards)."""
+    session: Session,
+    customer_id: str,
+    currencies: Sequence[str],
+    *,
+    points: int = CHART_POINTS,
+) -> dict[str, list[BalancePoint]]:
+    """Per currency, the wallet's balance after each of its last ``points`` entries, oldest
+    first: one statement, a backwards range of ``ix_ledger_entries_wallet_seq`` per wallet.
+    A wallet without entries is absent."""
     t = LedgerEntry
-    rows = session.execute(
-        select(t.created_at, t.after_balance)
+    parts = [
+        select(t.currency, t.seq, t.created_at, t.after_balance)
         .where(t.customer_id == customer_id, t.currency == currency)
         .order_by(t.seq.desc())
         .limit(points)
-    ).all()
-    return [BalancePoint(at, int(balance)) for at, balance in reversed(rows)]
+        .subquery()
+        for currency in currencies
+    ]
+    if not parts:
+        return {}
+    query = union_all(*(select(part) for part in parts))
+    found: dict[str, list[tuple[int, BalancePoint]]] = {}
+    for currency, seq, at, balance in session.execute(query).all():
+        found.setdefault(currency, []).append((seq, BalancePoint(at, int(balance))))
+    # A union keeps no order of its own: sort each wallet's points by entry sequence.
+    return {c: [p for _, p in sorted(rows, key=lambda r: r[0])] for c, rows in found.items()}
 
 
 @dataclass(frozen=True)
@@ -391,13 +405,14 @@ def ledger_page(
 ) -> LedgerPage:
     """The customer's entries newest first, filtered, older than ``before`` (an entry's seq)."""
     page_size = _page_size(page_size)
-    get_customer(session, customer_id)
     filters = filters.checked(session)
     t = LedgerEntry
     query = filters.apply(select(t).where(t.customer_id == customer_id))
     if before is not None:
         query = query.where(t.seq < before)
     found = list(session.scalars(query.order_by(t.seq.desc()).limit(page_size + 1)))
+    if not found:
+        get_customer(session, customer_id)  # an unknown customer is CustomerNotFound
     more = len(found) > page_size
     found = found[:page_size]
     return LedgerPage(found, found[-1].seq if more else None)
