@@ -21,6 +21,7 @@ from worker import inbox, ledger
 from worker.access import apikeys
 from worker.access.scopes import ADMIN, CREDIT, DEBIT, READ, SCOPES
 from worker.config import Settings
+from worker.infra import celery_app
 from worker.ledger import dashboard_views
 from worker.models import AuditLog, InboxEvent, LedgerEntry, utcnow
 
@@ -434,3 +435,41 @@ def test_guessing_keys_at_the_sign_in_form_meets_the_throttle(settings: Settings
         r = client.post("/dashboard/sign-in", data={"csrf_token": token, "api_key": "guess"})
         statuses.append(r.status_code)
     assert statuses == [401, 401, 429]
+
+
+def test_run_now_enqueues_the_task_and_audits_it(app: Flask, tx, redis_url, monkeypatch) -> None:
+    celery = celery_app.make_celery(Settings(broker_url=redis_url))
+    monkeypatch.setattr(celery_app, "_app", celery)
+    client = app.test_client()
+    token = sign_in(client)
+    r = client.post(
+        "/dashboard/operations/tasks/check-low-balances/run", data={"csrf_token": token}
+    )
+    assert r.status_code == 303
+    assert "Task check-low-balances enqueued" in client.get(r.headers["Location"]).text
+    with tx() as s:
+        entry = s.scalars(select(AuditLog).where(AuditLog.action == "task.triggered")).one()
+    assert (entry.actor, entry.target, entry.details["via"]) == (
+        "bootstrap",
+        "check-low-balances",
+        "dashboard",
+    )
+    celery.close()
+
+
+def test_run_now_with_the_broker_down_is_503_and_audits_nothing(
+    app: Flask, tx, monkeypatch
+) -> None:
+    celery = celery_app.make_celery(Settings(broker_url="redis://127.0.0.1:9/0"))
+    monkeypatch.setattr(celery_app, "_app", celery)
+    client = app.test_client()
+    token = sign_in(client)
+    r = client.post(
+        "/dashboard/operations/tasks/check-low-balances/run", data={"csrf_token": token}
+    )
+    assert r.status_code == 503
+    unknown = client.post("/dashboard/operations/tasks/nope/run", data={"csrf_token": token})
+    assert unknown.status_code == 404
+    with tx() as s:
+        assert s.scalar(select(func.count()).select_from(AuditLog)) == 0
+    celery.close()
