@@ -23,7 +23,7 @@ from worker.access.scopes import ADMIN, CREDIT, DEBIT, READ, SCOPES
 from worker.config import Settings
 from worker.infra import celery_app
 from worker.ledger import dashboard_views
-from worker.models import AuditLog, InboxEvent, LedgerEntry, utcnow
+from worker.models import AuditLog, InboxEvent, LedgerEntry, OutboxMessage, utcnow
 
 BOOTSTRAP = {"Authorization": "Bearer test-key"}
 
@@ -473,3 +473,35 @@ def test_run_now_with_the_broker_down_is_503_and_audits_nothing(
     with tx() as s:
         assert s.scalar(select(func.count()).select_from(AuditLog)) == 0
     celery.close()
+
+
+def test_resend_queues_the_notification_again_tries_it_and_audits(app: Flask, tx) -> None:
+    with tx() as s:
+        s.add(
+            OutboxMessage(
+                id="msg_dash_1",
+                endpoint_id=None,
+                channel="webhook",
+                event_type="wallet.balance_low",
+                payload={"type": "wallet.balance_low", "data": {}},
+                status="failed",
+                attempts=7,
+                last_error="HTTP 500",
+            )
+        )
+    client = app.test_client()
+    token = sign_in(client)
+    page = client.get("/dashboard/operations?notification_status=failed")
+    assert "Resend notification msg_dash_1" in page.text
+    r = client.post(
+        "/dashboard/operations/notifications/msg_dash_1/resend", data={"csrf_token": token}
+    )
+    assert r.status_code == 303
+    # No NOTIFY_WEBHOOK_URL here: tried at once, and failed for good, saying why.
+    assert "Notification msg_dash_1 resent: failed" in client.get(r.headers["Location"]).text
+    with tx() as s:
+        message = s.get(OutboxMessage, "msg_dash_1")
+        assert (message.status, message.attempts) == ("failed", 1)
+        assert "NOTIFY_WEBHOOK_URL" in message.last_error
+        entry = s.scalars(select(AuditLog).where(AuditLog.action == "notification.resent")).one()
+    assert (entry.actor, entry.target) == ("bootstrap", "msg_dash_1")
