@@ -5,7 +5,8 @@ signed provider webhook receivers), ``errors`` (every error response and its sta
 ``auth`` (API keys), ``scopes`` (the scope each API route declares), ``throttle`` (failed
 authentications per address), ``metrics`` (``/metrics`` and request counters), ``openapi``
 (``/openapi.json``), ``strict_json`` (the one JSON parser for request bodies),
-``json_answers`` (redirects and over-long request lines answered as JSON).
+``json_answers`` (redirects and over-long request lines answered as JSON), ``dashboard``
+(the operator dashboard and the customer portal, HTML).
 """
 
 from __future__ import annotations
@@ -16,13 +17,23 @@ from flask_openapi3 import Info, OpenAPI
 from pydantic import ValidationError
 
 from tasks import publisher
-from webhooks import errors, json_answers, metrics, openapi, providers, scopes, throttle
+from webhooks import (
+    dashboard,
+    errors,
+    json_answers,
+    metrics,
+    openapi,
+    providers,
+    scopes,
+    throttle,
+)
 from webhooks.api import (
     admin,
     charges,
     customers,
     guards,
     health,
+    portal,  # noqa: F401  (adds its route to customers.bp)
     usage,
     wallets,  # noqa: F401  (adds its routes to customers.bp)
 )
@@ -76,6 +87,8 @@ def create_app(settings: Settings | None = None) -> OpenAPI:
     # Authenticated by the provider's signature, not by an API key.
     app.register_api(providers.bp)
     app.register_api(metrics.bp)
+    # Signed in with a session cookie (or, the portal, a signed link), not a bearer key.
+    dashboard.install(app)
     metrics.instrument(app)
     json_answers.install(app)
     # Balance changes committed by requests get their low-balance check before commit, and

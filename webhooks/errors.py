@@ -25,6 +25,7 @@ from worker.errors import (
     BrokerUnavailable,
     ChargeNotFound,
     CreditLimitExceeded,
+    CsrfTokenInvalid,
     CustomerNotFound,
     DuplicateEntry,
     EntryNotFound,
@@ -38,6 +39,7 @@ from worker.errors import (
     MalformedInput,
     MalformedJSON,
     NotFound,
+    PortalLinkInvalid,
     ProviderDisabled,
     RefundCapExceeded,
     RefundExceedsPayment,
@@ -79,6 +81,8 @@ STATUS: dict[type[BaseException], int] = {
     # Who is asking.
     Unauthorized: 401,
     BadSignature: 401,  # a provider's delivery: its signature is its credential
+    PortalLinkInvalid: 401,  # a portal link tampered with or expired
+    CsrfTokenInvalid: 403,  # a dashboard form not sent by the dashboard; nothing changed
     Forbidden: 403,
     TooManyFailedAuthentications: 429,
     ScopeRequired: 403,  # the key lacks the route's scope; nothing was read or written
@@ -113,6 +117,7 @@ STATUS: dict[type[BaseException], int] = {
 
 HEADERS: dict[type[BaseException], dict[str, str]] = {
     Unauthorized: {"WWW-Authenticate": "Bearer"},
+    PortalLinkInvalid: {},  # a link, not a bearer key, is what failed
     # Stainless-generated SDKs (Dodo's) retry every 409 unless told not to.
     DuplicateEntry: {"x-should-retry": "false"},
     BrokerUnavailable: {"Retry-After": "5"},

@@ -40,7 +40,13 @@ def _refuse_long_request_line() -> None:
         )
 
 
+# Pages for browsers (webhooks.dashboard): their redirects stay as Flask writes them.
+HTML_BLUEPRINTS = ("dashboard", "portal")
+
+
 def _json_redirect(response: Response) -> Response:
+    if request.blueprint in HTML_BLUEPRINTS:
+        return response
     if 300 <= response.status_code < 400 and not response.is_json:
         location = response.headers.get("Location")
         response.set_data(

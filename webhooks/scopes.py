@@ -33,10 +33,15 @@ class ByField:
 
     field: str
     scopes: Mapping[str, str]
+    # Read from a submitted form instead of a JSON body (the dashboard's forms).
+    form: bool = False
 
     def resolve(self) -> str | None:
-        body = request.get_json(silent=True) if request.is_json else None
-        value = body.get(self.field) if isinstance(body, dict) else None
+        if self.form:
+            value = request.form.get(self.field)
+        else:
+            body = request.get_json(silent=True) if request.is_json else None
+            value = body.get(self.field) if isinstance(body, dict) else None
         return self.scopes.get(value) if isinstance(value, str) else None
 
 

@@ -24,10 +24,12 @@ from worker.money import is_known_currency
 DEFAULT_DATABASE_URL = "sqlite:///billing.db"
 # A bootstrap key shorter than this stops start-up outside the embedded SQLite default.
 MIN_BOOTSTRAP_KEY_LENGTH = 32
+# SECRET_KEY signs sessions and portal links: a short one could be guessed offline.
+MIN_SECRET_KEY_LENGTH = 32
 # Fields whose values are credentials: never printed (repr, errors, logs).
 SECRET_FIELDS = frozenset(
     {"api_key", "dodo_webhook_secret", "stripe_webhook_secret", "notify_webhook_secret"}
-    | {"endpoint_secret_key", "metrics_token"}
+    | {"endpoint_secret_key", "metrics_token", "secret_key"}
 )
 # Fields holding URLs that may carry a password (user:password@host): printed without it.
 URL_FIELDS = frozenset(
@@ -94,6 +96,12 @@ class Settings:
     endpoint_secret_key: str | None = None
     # Non-public networks notification URLs may reach anyway (CIDRs, or "1" for all).
     allow_private_webhook_urls: str = ""
+    # Signs the dashboard's session cookies and the portal's links; None: generated once and
+    # kept in the database (worker.access.signing), so every web process agrees.
+    secret_key: str | None = field(default=None, repr=False)
+    # How long a dashboard sign-in and a customer portal link last.
+    dashboard_session_seconds: int = 8 * 3600
+    portal_session_seconds: int = 3600
 
     def __repr__(self) -> str:
         # A dataclass repr would print every credential (a traceback, a debug log, a REPL).
@@ -150,6 +158,12 @@ class Settings:
         _ = (self.low_balance_threshold_map, self.notify_retry_delays, self.notify_webhook)
         _ = (self.smtp, self.private_webhook_networks)
         _check_bootstrap_key(self)
+        if self.secret_key is not None and len(self.secret_key) < MIN_SECRET_KEY_LENGTH:
+            raise ConfigError(
+                f"SECRET_KEY: at least {MIN_SECRET_KEY_LENGTH} characters (it has "
+                f"{len(self.secret_key)}); generate one with "
+                "python -c 'import secrets; print(secrets.token_urlsafe(32))', or leave it unset"
+            )
         if self.endpoint_secret_key:
             parse_fernet_keys(self.endpoint_secret_key)
         if self.notify_webhook_url:
@@ -219,6 +233,9 @@ class Settings:
             ratelimit_storage_url=env.get("RATELIMIT_STORAGE_URL") or None,
             endpoint_secret_key=env.get("ENDPOINT_SECRET_KEY") or None,
             allow_private_webhook_urls=env.get("ALLOW_PRIVATE_WEBHOOK_URLS", ""),
+            secret_key=env.get("SECRET_KEY") or None,
+            dashboard_session_seconds=_positive_int(env, "DASHBOARD_SESSION_SECONDS", 8 * 3600),
+            portal_session_seconds=_positive_int(env, "PORTAL_SESSION_SECONDS", 3600),
         ).validate()
 
 

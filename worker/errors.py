@@ -203,6 +203,12 @@ class Unauthorized(BillingError):
         super().__init__(message)
 
 
+class PortalLinkInvalid(Unauthorized):
+    """A customer portal link that is tampered with, of another customer, or expired."""
+
+    code = "PORTAL_LINK_INVALID"
+
+
 class TooManyFailedAuthentications(BillingError):
     """This client address failed to authenticate too often; valid keys are never refused."""
 
@@ -229,6 +235,15 @@ class ScopeRequired(Forbidden):
 
     def __init__(self, scope: str) -> None:
         super().__init__(f"This API key lacks the {scope} scope", required_scope=scope)
+
+
+class CsrfTokenInvalid(Forbidden):
+    """A dashboard form posted without this session's CSRF token: not sent by our page."""
+
+    code = "CSRF_TOKEN_INVALID"
+
+    def __init__(self) -> None:
+        super().__init__("The form's CSRF token is missing or invalid; reload the page")
 
 
 class CreditLimitExceeded(Forbidden):

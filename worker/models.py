@@ -199,6 +199,8 @@ class LedgerEntry(Base):
         Index("ix_ledger_entries_wallet_seq", "customer_id", "currency", "seq"),
         Index("ix_ledger_entries_customer_seq", "customer_id", "seq"),
         Index("ix_ledger_entries_reference", "reference_object_id"),
+        # The dashboard's overview sums the last 30 days of every wallet (migration 0018).
+        Index("ix_ledger_entries_created_at", "created_at"),
     )
 
     # seq orders entries totally (created_at can tie); id is the public identifier.
@@ -604,3 +606,16 @@ class RefundedPayment(Base):
     refunded_amount: Mapped[int] = mapped_column(BigInteger, default=0)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class AppSecret(Base):
+    """A secret the service generated for itself, once, and every process shares (the
+    dashboard's and portal's signing key when SECRET_KEY is unset). Written once, never
+    changed: the first process to insert it wins and every other reads the winner's."""
+
+    __tablename__ = "app_secrets"
+    __table_args__ = (CheckConstraint("length(value) >= 32", name="value_long_enough"),)
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -1,7 +1,8 @@
 """The process-wide state a test could leave behind, reset or restored in one place.
 
 What a fresh interpreter has: the commit hooks not installed, no after-commit publisher, and
-empty caches (settings from the environment, API-key principals, endpoint subscriptions; the
+empty caches (settings from the environment, API-key principals, endpoint subscriptions, the
+generated signing key, the dashboard's closed days; the
 last two are keyed by database URL, and the PostgreSQL test database is one URL emptied
 between tests, so a cached row would outlive its truncation).
 """
@@ -12,8 +13,9 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from worker.access import apikeys, refused
+from worker.access import apikeys, refused, signing
 from worker.config import get_settings
+from worker.ledger import dashboard_views
 from worker.notify import commit_hooks, endpoints, publish
 
 
@@ -22,6 +24,8 @@ def _clear_caches() -> None:
     apikeys._principals.clear()
     refused.forget_all()
     endpoints._subscriptions.clear()
+    signing.forget()
+    dashboard_views.forget_closed_days()
 
 
 def reset_process_state() -> None:

@@ -30,6 +30,9 @@ EXEMPT_ENDPOINTS = {
     "provider_webhooks.stripe_webhook",
 }
 EXEMPT_BLUEPRINTS = {"openapi", "swagger"}  # /docs/...: the Swagger UI's files
+# Browser pages behind a session cookie or a signed link, not a bearer key; their scopes are
+# checked by tests/dashboard/test_dashboard.py.
+EXEMPT_BLUEPRINTS |= {"dashboard", "portal"}
 
 
 def _api_endpoints(app: Flask) -> list[tuple[str, str, str]]:

@@ -20,6 +20,7 @@ from webhooks.auth import principal
 from webhooks.errors import BODY_RESPONSES, DuplicateOut, billing_error_response
 from webhooks.scopes import ByField, requires
 from worker import ledger
+from worker.access.apikeys import Principal
 from worker.access.scopes import CREDIT, DEBIT, READ
 from worker.errors import DuplicateEntry, IdempotencyKeyReused
 from worker.infra.db import transaction
@@ -62,23 +63,7 @@ def create_ledger_entry(path: CustomerPath, body: LedgerEntryCreate) -> Response
     ``category`` (its lot's terms); on a debit either is a 422 naming it. A credit needs the
     ``credit`` scope (and at most the key's ``max_credit``), a debit the ``debit`` scope.
     """
-    caller = principal()
-    is_credit = body.entry_type == "credit"
-    if is_credit:
-        caller.check_credit(body.amount, body.currency)
-    else:
-        caller.require(DEBIT)
-    leg = ledger.Leg(
-        customer_id=path.customer_id,
-        currency=body.currency,
-        amount=body.amount,
-        is_credit=is_credit,
-        reason=body.reason,
-        key=ledger.client_key(body.idempotency_key),
-        category=credit_terms.leg_category(body.category, is_credit=is_credit),
-        expires_at=body.expires_at,
-        actor=caller.actor,
-    )
+    leg = entry_leg(path.customer_id, body, principal())
     try:
         posted = ledger.post_own(current_app.config["SETTINGS"], leg)
     except DuplicateEntry as duplicate:
@@ -89,6 +74,28 @@ def create_ledger_entry(path: CustomerPath, body: LedgerEntryCreate) -> Response
             named = credit_terms.with_lot_terms(s, reused, leg)
         raise named from None
     return jsonify(dump(WalletOut.of(posted.wallet)))
+
+
+def entry_leg(customer_id: str, body: LedgerEntryCreate, caller: Principal) -> ledger.Leg:
+    """The leg a ledger-entries request posts, once ``caller`` may post it (the API's and the
+    dashboard's credit and debit forms alike): a credit needs the ``credit`` scope and at most
+    the key's ``max_credit``, a debit the ``debit`` scope."""
+    is_credit = body.entry_type == "credit"
+    if is_credit:
+        caller.check_credit(body.amount, body.currency)
+    else:
+        caller.require(DEBIT)
+    return ledger.Leg(
+        customer_id=customer_id,
+        currency=body.currency,
+        amount=body.amount,
+        is_credit=is_credit,
+        reason=body.reason,
+        key=ledger.client_key(body.idempotency_key),
+        category=credit_terms.leg_category(body.category, is_credit=is_credit),
+        expires_at=body.expires_at,
+        actor=caller.actor,
+    )
 
 
 def duplicate_response(duplicate: DuplicateEntry, wallet: Wallet) -> Response:

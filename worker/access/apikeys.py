@@ -182,7 +182,28 @@ def authenticate(settings: Settings, presented: str) -> Principal | None:
     principal = bootstrap_principal(presented, settings.api_key)
     if principal is not None or not KEY_SHAPE.fullmatch(presented):
         return principal  # no key we issue has another shape: no database work
-    cache_key = (settings.database_url, hash_key(presented))
+    return _stored_principal(settings, hash_key(presented))
+
+
+def session_fingerprint(settings: Settings, presented: str) -> str | None:
+    """What a dashboard session keeps of the key it signed in with: the key's SHA-256 (the
+    bootstrap key's too), never the key. None if ``presented`` authenticates as nothing."""
+    return hash_key(presented) if authenticate(settings, presented) is not None else None
+
+
+def authenticate_fingerprint(settings: Settings, fingerprint: str) -> Principal | None:
+    """The principal a dashboard session's ``session_fingerprint`` stands for, checked again
+    now: a revoked key, or a changed BILLING_API_KEY, ends the sessions signed in with it
+    (within ``PRINCIPAL_CACHE_SECONDS`` for a stored key, as for the API)."""
+    if settings.api_key and hmac.compare_digest(
+        fingerprint.encode(), hash_key(settings.api_key).encode()
+    ):
+        return Principal(key_id=BOOTSTRAP, scopes=frozenset({ADMIN}))
+    return _stored_principal(settings, fingerprint)
+
+
+def _stored_principal(settings: Settings, key_hash: str) -> Principal | None:
+    cache_key = (settings.database_url, key_hash)
     if refused.recently(cache_key):
         return None
     now = time.monotonic()
@@ -190,7 +211,7 @@ def authenticate(settings: Settings, presented: str) -> Principal | None:
     if cached is not None and now - cached[0] < PRINCIPAL_CACHE_SECONDS:
         return cached[1]
     with transaction(settings) as session:
-        principal = _lookup_hash(session, cache_key[1])
+        principal = _lookup_hash(session, key_hash)
     if principal is None:
         _principals.pop(cache_key, None)
         refused.remember(cache_key)

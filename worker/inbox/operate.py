@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from worker.inbox.handling import EventNotFound, EventNotReplayable
@@ -66,3 +66,11 @@ def reset_for_replay(session: Session, event_id: int) -> InboxEvent:
         .values(status="pending", error=None, processed_at=None)
     )
     return event
+
+
+def count_by_status(session: Session) -> dict[str, int]:
+    """How many events are in each status (the dashboard's overview)."""
+    rows = session.execute(
+        select(InboxEvent.status, func.count()).group_by(InboxEvent.status)
+    ).all()
+    return {status: int(n) for status, n in rows}

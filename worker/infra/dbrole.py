@@ -24,6 +24,8 @@ APPEND_ONLY: dict[str, tuple[str, ...]] = {
     # A lot only gives up what remains (0010's trigger refuses any other UPDATE).
     "credit_lots": ("SELECT", "INSERT", "UPDATE"),
     "alembic_version": ("SELECT",),
+    # Generated once, then only read (worker.access.signing): never changed or removed.
+    "app_secrets": ("SELECT", "INSERT"),
 }
 DEFAULT_PRIVILEGES = ("SELECT", "INSERT", "UPDATE", "DELETE")
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from worker.config import Settings
@@ -123,3 +123,11 @@ def resend(session: Session, message_id: str) -> OutboxMessage:
     session.flush()
     # Not enqueued after commit: the caller attempts it inline (and the sweeper retries).
     return message
+
+
+def count_by_status(session: Session) -> dict[str, int]:
+    """How many notifications are in each status (the dashboard's overview)."""
+    rows = session.execute(
+        select(OutboxMessage.status, func.count()).group_by(OutboxMessage.status)
+    ).all()
+    return {status: int(n) for status, n in rows}
