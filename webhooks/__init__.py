@@ -23,6 +23,7 @@ from webhooks.api import (
     customers,
     guards,
     health,
+    reports,
     usage,
     wallets,  # noqa: F401  (adds its routes to customers.bp)
 )
@@ -60,7 +61,7 @@ def create_app(settings: Settings | None = None) -> OpenAPI:
     errors.register(app)
     throttle.install(app, settings)
 
-    for blueprint in (customers.bp, charges.bp, usage.bp, admin.bp):
+    for blueprint in (customers.bp, charges.bp, usage.bp, reports.bp, admin.bp):
         app.register_api(blueprint)
         # Hooked on the app, keyed by blueprint, so create_app() can run more than once per
         # process (tests); blueprint.before_request() would mutate the module-level blueprint.

@@ -1,0 +1,54 @@
+"""reports: indexes for analytics, balances at a time and the business summary
+
+Revision ID: 0016
+Revises: 0014
+
+- ``ix_ledger_entries_wallet_created`` (customer_id, currency, created_at): one wallet's
+  entries in a period, for the analytics buckets and for the chain point a balance at a moment
+  reads. On PostgreSQL it INCLUDEs seq, is_credit, amount, event_type and after_balance, so
+  those queries read the index alone.
+- ``ix_ledger_entries_created`` (created_at): every entry in a period, for the business
+  summary; INCLUDEs currency, is_credit, event_type and amount on PostgreSQL.
+- ``ix_usage_events_customer_timestamp`` (customer_id, timestamp): usage cost per meter.
+
+The migration runs in one transaction, where CREATE INDEX blocks inserts into the table
+while it builds. On a big ledger, build them beforehand with ``CREATE INDEX CONCURRENTLY``
+(docs/reports.md#indexes); the migration then finds them (IF NOT EXISTS) and does nothing.
+"""
+
+from alembic import op
+
+revision = "0016"
+down_revision = "0014"
+branch_labels = None
+depends_on = None
+
+INDEXES = (
+    (
+        "ix_ledger_entries_wallet_created",
+        "ledger_entries",
+        ["customer_id", "currency", "created_at"],
+        ["seq", "is_credit", "amount", "event_type", "after_balance"],
+    ),
+    (
+        "ix_ledger_entries_created",
+        "ledger_entries",
+        ["created_at"],
+        ["currency", "is_credit", "event_type", "amount"],
+    ),
+    ("ix_usage_events_customer_timestamp", "usage_events", ["customer_id", "timestamp"], []),
+)
+
+
+def upgrade() -> None:
+    postgresql = op.get_bind().dialect.name == "postgresql"
+    for name, table, columns, include in INDEXES:
+        if postgresql:
+            op.create_index(name, table, columns, postgresql_include=include, if_not_exists=True)
+        else:
+            op.create_index(name, table, columns)
+
+
+def downgrade() -> None:
+    for name, table, _, _ in reversed(INDEXES):
+        op.drop_index(name, table_name=table)
