@@ -5,6 +5,7 @@ unspent, paid and promotional apart), ``report summary`` the business-wide figur
 from __future__ import annotations
 
 import json
+import sys
 from datetime import UTC, date, datetime
 
 import click
@@ -145,7 +146,7 @@ def ledger_export(
     ]
     if moments[0] is not None and moments[1] is not None:
         periods.period(moments[0], moments[1])  # from after to: refused, naming it
-    out = click.get_text_stream("stdout")
+    out = sys.stdout  # looked up now: a caller may have redirected it
     with session() as s:
         parts = export.spans(s, customer_id, currency, moments[0], moments[1])
         for chunk in export.chunks(s, customer_id, parts, fmt):

@@ -11,6 +11,7 @@ from pydantic import ConfigDict, Field
 from worker.ledger.schemas import LedgerEntryOut, _Out
 from worker.reports.analytics import Report
 from worker.reports.balances import ChainPoint
+from worker.reports.export import STATEMENT_COLUMNS, csv_chunks, ndjson_chunks
 from worker.reports.periods import local_iso
 from worker.reports.statements import Statement
 from worker.reports.summary import CurrencySummary
@@ -325,3 +326,32 @@ class SummaryOut(_Out):
         return cls.model_validate(
             {"from": p_start, "to": p_end, "currencies": [CurrencySummaryOut.of(c) for c in lines]}
         )
+
+
+BALANCE_EXAMPLE: dict[str, Any] = BalanceAtOut.model_config["json_schema_extra"]["examples"][0]  # type: ignore[index]
+STATEMENT_EXAMPLE: dict[str, Any] = StatementOut.model_config["json_schema_extra"]["examples"][0]  # type: ignore[index]
+# The streamed formats' examples, written by the code that writes the files.
+_RECORD = {**STATEMENT_EXAMPLE["entries"][0], "id": "wle_Ij4kC2mXq9RvT0aZ1bN3"}
+CSV_EXAMPLE = "".join(csv_chunks([_RECORD]))
+NDJSON_EXAMPLE = "".join(ndjson_chunks([_RECORD]))
+_EDGE = {"currency": "USD", "customer_id": _RECORD["customer_id"]}
+STATEMENT_CSV_EXAMPLE = "".join(
+    csv_chunks(
+        [
+            {
+                "kind": "opening",
+                "created_at": "2026-03-01T00:00:00Z",
+                "after_balance": 8766,
+                **_EDGE,
+            },
+            {"kind": "entry", **_RECORD},
+            {
+                "kind": "closing",
+                "created_at": "2026-04-01T00:00:00Z",
+                "after_balance": 18766,
+                **_EDGE,
+            },
+        ],
+        STATEMENT_COLUMNS,
+    )
+)
