@@ -28,7 +28,8 @@ from benchmarks import memory
 from benchmarks.common import Context, Row
 
 # Each module exposes run(ctx) -> list[Row]. Add new areas here. The order matters: ledger
-# and http use the wallets pgbench seeded; webhooks, usage and scan truncate the tables.
+# and http use the wallets pgbench seeded; webhooks, usage and scan truncate the tables;
+# reports generates its large ledger in a scratch database of its own.
 MODULES = [
     "benchmarks.ledger",
     "benchmarks.http",
@@ -36,6 +37,7 @@ MODULES = [
     "benchmarks.webhooks",
     "benchmarks.usage",
     "benchmarks.scan",
+    "benchmarks.reports",
 ]
 # Run only when named with --only (not one of the rows; keeps a full run ~10 min).
 OPT_IN = {"benchmarks.charges"}

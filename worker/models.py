@@ -196,7 +196,15 @@ class LedgerEntry(Base):
             ["wallets.customer_id", "wallets.currency"],
             name="fk_ledger_entries_wallet",
         ),
-        Index("ix_ledger_entries_wallet_seq", "customer_id", "currency", "seq"),
+        # On PostgreSQL it carries what a statement sums and a balance at a moment reads
+        # (migration 0016), so walking a wallet's chain reads the index alone.
+        Index(
+            "ix_ledger_entries_wallet_seq",
+            "customer_id",
+            "currency",
+            "seq",
+            postgresql_include=["created_at", "is_credit", "amount", "event_type", "after_balance"],
+        ),
         Index("ix_ledger_entries_customer_seq", "customer_id", "seq"),
         Index("ix_ledger_entries_reference", "reference_object_id"),
         # Reports (worker.reports, migration 0016). One wallet's entries by time, carrying

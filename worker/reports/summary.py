@@ -5,7 +5,8 @@ owed or accrued now.
 
 Credits and debits are summed by ``created_at`` over one index (``created_at`` with the
 columns summed, so PostgreSQL reads no table row); each wallet's balance at a moment is its
-``after_balance`` at that point of its chain (``balances``), one index probe per wallet.
+``after_balance`` at that point of its chain (``balances.point_seq``: a few index entries
+per wallet for a recent moment).
 """
 
 from __future__ import annotations
@@ -13,12 +14,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from sqlalchemy import BigInteger, Select, cast, func, select
+from sqlalchemy import BigInteger, cast, func, select, text
 from sqlalchemy.orm import Session
 
 from worker.infra.db import settings_of
 from worker.ledger.breakage import ExpiredTotals, expired_between
 from worker.models import LedgerEntry, UsageEvent, Wallet
+from worker.reports.balances import point_seq
 from worker.reports.periods import Period
 
 
@@ -43,9 +45,20 @@ class CurrencySummary:
         return sum(self.debited.values())
 
 
-def _liability(moment: datetime) -> Select:
+# Each wallet's entry at the moment, joined by seq (constants only; the moment is bound).
+_LIABILITY_PG = (
+    "SELECT w.currency, CAST(sum(e.after_balance) AS bigint) FROM wallets w "  # noqa: S608
+    f"JOIN ledger_entries e ON e.seq = {point_seq('w.customer_id', 'w.currency', False)} "
+    "GROUP BY w.currency"
+)
+
+
+def _liability(session: Session, moment: datetime) -> list[tuple[str, int]]:
     """Per currency, the sum over wallets of the balance just before ``moment``."""
     e = LedgerEntry
+    if session.get_bind().dialect.name == "postgresql":
+        rows = session.execute(text(_LIABILITY_PG), {"m": moment})
+        return [(c, int(t)) for c, t in rows]
     at = (
         select(e.after_balance)
         .where(
@@ -58,9 +71,12 @@ def _liability(moment: datetime) -> Select:
         .correlate(Wallet)
         .scalar_subquery()
     )
-    return select(Wallet.currency, cast(func.coalesce(func.sum(at), 0), BigInteger)).group_by(
-        Wallet.currency
+    rows = session.execute(
+        select(Wallet.currency, cast(func.coalesce(func.sum(at), 0), BigInteger)).group_by(
+            Wallet.currency
+        )
     )
+    return [(c, int(t)) for c, t in rows]
 
 
 def summary(session: Session, p: Period) -> list[CurrencySummary]:
@@ -90,10 +106,10 @@ def summary(session: Session, p: Period) -> list[CurrencySummary]:
     if p.end > p.start:
         for totals in expired_between(session, p.start, p.end):
             line(totals.currency).expired = totals
-    for currency, total in session.execute(_liability(p.start)):
-        line(currency).opening_liability = int(total)
-    for currency, total in session.execute(_liability(p.end)):
-        line(currency).liability = int(total)
+    for currency, total in _liability(session, p.start):
+        line(currency).opening_liability = total
+    for currency, total in _liability(session, p.end):
+        line(currency).liability = total
     for currency, owed in session.execute(
         select(UsageEvent.currency, cast(func.sum(UsageEvent.unbilled_amount), BigInteger))
         .where(UsageEvent.status == "unbilled")

@@ -10,12 +10,17 @@ Revises: 0014
 - ``ix_ledger_entries_created`` (created_at): every entry in a period, for the business
   summary; INCLUDEs currency, is_credit, event_type and amount on PostgreSQL.
 - ``ix_usage_events_customer_timestamp`` (customer_id, timestamp): usage cost per meter.
+- ``ix_ledger_entries_wallet_seq`` (customer_id, currency, seq) is rebuilt on PostgreSQL to
+  INCLUDE created_at, is_credit, amount, event_type and after_balance: a statement's totals
+  and the walk back a wallet's chain to a moment then read no table row. Same key, so every
+  query that used it still does.
 
 The migration runs in one transaction, where CREATE INDEX blocks inserts into the table
 while it builds. On a big ledger, build them beforehand with ``CREATE INDEX CONCURRENTLY``
 (docs/reports.md#indexes); the migration then finds them (IF NOT EXISTS) and does nothing.
 """
 
+import sqlalchemy as sa
 from alembic import op
 
 revision = "0016"
@@ -40,8 +45,24 @@ INDEXES = (
 )
 
 
+WALLET_SEQ = ("ix_ledger_entries_wallet_seq", "ledger_entries", ["customer_id", "currency", "seq"])
+WALLET_SEQ_INCLUDE = ["created_at", "is_credit", "amount", "event_type", "after_balance"]
+
+
+def _covering(index: str) -> bool:
+    """Whether ``index`` already INCLUDEs columns (an operator rebuilt it beforehand)."""
+    definition = op.get_bind().scalar(
+        sa.text("SELECT indexdef FROM pg_indexes WHERE indexname = :name"), {"name": index}
+    )
+    return definition is not None and " INCLUDE " in definition
+
+
 def upgrade() -> None:
     postgresql = op.get_bind().dialect.name == "postgresql"
+    if postgresql and not _covering(WALLET_SEQ[0]):
+        name, table, columns = WALLET_SEQ
+        op.drop_index(name, table_name=table)
+        op.create_index(name, table, columns, postgresql_include=WALLET_SEQ_INCLUDE)
     for name, table, columns, include in INDEXES:
         if postgresql:
             op.create_index(name, table, columns, postgresql_include=include, if_not_exists=True)
@@ -52,3 +73,7 @@ def upgrade() -> None:
 def downgrade() -> None:
     for name, table, _, _ in reversed(INDEXES):
         op.drop_index(name, table_name=table)
+    if op.get_bind().dialect.name == "postgresql":
+        name, table, columns = WALLET_SEQ
+        op.drop_index(name, table_name=table)
+        op.create_index(name, table, columns)
