@@ -287,3 +287,21 @@ def test_a_statement_pages_its_entries_by_cursor(settings: Settings) -> None:
         if cursor is None:
             break
     assert seen == ids
+
+
+def test_a_moment_further_back_than_the_recent_walk_is_still_exact(
+    settings: Settings, monkeypatch
+) -> None:
+    """With the walk back the chain cut to 2 entries, older moments are answered by the
+    created_at index (PostgreSQL), and still equal the sum of the entries up to them."""
+    monkeypatch.setattr(balances, "RECENT", 2)
+    customer_id = new_customer(settings)
+    tx = lambda: transaction(settings)  # noqa: E731
+    amounts = [500, -120, 300, -80, -100, 40]
+    for i, amount in enumerate(amounts):
+        post_at(tx, BASE + timedelta(hours=i), customer_id, abs(amount), credit=amount > 0)
+    for i in range(-1, len(amounts) + 1):
+        moment = BASE + timedelta(hours=i, minutes=30)
+        with transaction(settings) as s:
+            point = balances.balance_at(s, customer_id, "USD", moment)
+        assert point.balance == sum(amounts[: max(0, i + 1)]), i
