@@ -240,7 +240,7 @@ def export_ledger_entries(path: CustomerPath, query: ExportQuery) -> Response:
 @requires(READ)
 def business_summary(query: SummaryQuery) -> Response:
     """Per currency: credited and debited by event type, expired (paid and promotional),
-    liability (every wallet's balance) at `from` and at `to`, unbilled and pending usage now."""
+    liability (every wallet's balance) at `to`, unbilled and pending usage now."""
     p = periods.period(query.from_, query.to, query.tz)
     with _tx() as s:
         return _json(SummaryOut.of(p.start, p.end, summary.summary(s, p)))

@@ -256,7 +256,6 @@ class CurrencySummaryOut(_Out):
         description="Credit that expired in the period, paid and promotional apart (part of "
         "`debited.expiration`)."
     )
-    opening_liability: int = Field(description="Sum of every wallet's balance at `from`.")
     liability: int = Field(description="Outstanding liability: every wallet's balance at `to`.")
     unbilled_usage: int = Field(
         description="Whole minor units usage events owe now (unbilled, awaiting settlement)."
@@ -279,7 +278,6 @@ class CurrencySummaryOut(_Out):
                 paid=expired.paid if expired else 0,
                 promotional=expired.promotional if expired else 0,
             ),
-            opening_liability=c.opening_liability,
             liability=c.liability,
             unbilled_usage=c.unbilled_usage,
             pending_usage=scaled_to_str(c.pending_usage_scaled),
@@ -298,7 +296,6 @@ SUMMARY_EXAMPLE: dict[str, Any] = {
             "total_debited": 109200,
             "entries": 4120,
             "expired": {"paid": 200, "promotional": 1000},
-            "opening_liability": 400000,
             "liability": 545800,
             "unbilled_usage": 340,
             "pending_usage": "12.004",
@@ -308,10 +305,11 @@ SUMMARY_EXAMPLE: dict[str, Any] = {
 
 
 class SummaryOut(_Out):
-    """Business-wide figures per currency. They reconcile: opening_liability +
-    total_credited - total_debited = liability (credits and debits are dated by
-    ``created_at``, balances by the ledger's chain; the two can only differ by an entry
-    posted within milliseconds of ``from`` or ``to`` while another waited for its wallet)."""
+    """Business-wide figures per currency. Summaries of adjacent periods reconcile: the
+    liability at one's ``to`` plus the next one's credited minus its debited is the next
+    one's liability (credits and debits are dated by ``created_at``, balances by the ledger's
+    chain; they could only differ by an entry posted within milliseconds of a boundary while
+    another waited for its wallet)."""
 
     model_config = ConfigDict(
         serialize_by_alias=True, json_schema_extra={"examples": [SUMMARY_EXAMPLE]}

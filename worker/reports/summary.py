@@ -1,7 +1,8 @@
 """The business-wide figures per currency for ``[from, to)``: what was credited and debited
 (by event type), what expired (paid and promotional apart, ``worker.ledger.breakage``), the
-liability (the sum of every wallet's balance) at ``from`` and at ``to``, and the usage still
-owed or accrued now.
+liability (the sum of every wallet's balance) at ``to``, and the usage still owed or accrued
+now. (The liability at ``from`` is the previous period's: asking for it here would double the
+summary's cost, a walk back each wallet's chain from ``from``.)
 
 Credits and debits are summed by ``created_at`` over one index (``created_at`` with the
 columns summed, so PostgreSQL reads no table row); each wallet's balance at a moment is its
@@ -31,7 +32,6 @@ class CurrencySummary:
     debited: dict[str, int] = field(default_factory=dict)
     entries: int = 0
     expired: ExpiredTotals | None = None
-    opening_liability: int = 0  # sum of balances at ``from``
     liability: int = 0  # sum of balances at ``to``
     unbilled_usage: int = 0  # whole minor units owed by usage events now
     pending_usage_scaled: int = 0  # accrued usage below a minor unit now, 10**-12 units
@@ -45,11 +45,12 @@ class CurrencySummary:
         return sum(self.debited.values())
 
 
-# Each wallet's entry at the moment, joined by seq (constants only; the moment is bound).
+# Each wallet's entry at the moment, looked up by seq: one short walk per wallet (constants
+# only; the moment is bound).
 _LIABILITY_PG = (
-    "SELECT w.currency, CAST(sum(e.after_balance) AS bigint) FROM wallets w "  # noqa: S608
-    f"JOIN ledger_entries e ON e.seq = {point_seq('w.customer_id', 'w.currency', False)} "
-    "GROUP BY w.currency"
+    "SELECT w.currency, CAST(sum((SELECT e.after_balance FROM ledger_entries e "  # noqa: S608
+    f"WHERE e.seq = {point_seq('w.customer_id', 'w.currency', False)})) AS bigint) "
+    "FROM wallets w GROUP BY w.currency"
 )
 
 
@@ -58,7 +59,7 @@ def _liability(session: Session, moment: datetime) -> list[tuple[str, int]]:
     e = LedgerEntry
     if session.get_bind().dialect.name == "postgresql":
         rows = session.execute(text(_LIABILITY_PG), {"m": moment})
-        return [(c, int(t)) for c, t in rows]
+        return [(c, int(t or 0)) for c, t in rows]
     at = (
         select(e.after_balance)
         .where(
@@ -106,8 +107,6 @@ def summary(session: Session, p: Period) -> list[CurrencySummary]:
     if p.end > p.start:
         for totals in expired_between(session, p.start, p.end):
             line(totals.currency).expired = totals
-    for currency, total in _liability(session, p.start):
-        line(currency).opening_liability = total
     for currency, total in _liability(session, p.end):
         line(currency).liability = total
     for currency, owed in session.execute(
