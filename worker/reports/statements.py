@@ -97,14 +97,18 @@ def statement(
     currency = checked_wallet(session, customer_id, currency)
     s = span(session, customer_id, currency, p.start, p.end)
     e = LedgerEntry
-    page = list(
+    # The page's seqs first, from the wallet's index alone; then their rows. Asked for whole
+    # rows in seq order with a LIMIT, PostgreSQL may walk the primary key instead, past every
+    # other wallet's entries (it assumes a wallet's rows are spread evenly over seq).
+    seqs = list(
         session.scalars(
-            select(e)
+            select(e.seq)
             .where(e.customer_id == customer_id, in_span(s), e.seq > after)
             .order_by(e.seq)
             .limit(limit + 1)
         )
     )
+    page = list(session.scalars(select(e).where(e.seq.in_(seqs)).order_by(e.seq))) if seqs else []
     more = len(page) > limit
     page = page[:limit]
     next_cursor = str(page[-1].seq) if more else None
