@@ -217,6 +217,14 @@ class LedgerEntry(Base):
             "created_at",
             postgresql_include=["seq", "is_credit", "amount", "event_type", "after_balance"],
         ),
+        # Expirations by time: the breakage report and the summary's expired figures read
+        # only these (a small partial index; other entries are never in it).
+        Index(
+            "ix_ledger_entries_expirations",
+            "created_at",
+            postgresql_where=text("event_type = 'expiration'"),
+            sqlite_where=text("event_type = 'expiration'"),
+        ),
         # Every entry by time, with what the business summary sums.
         Index(
             "ix_ledger_entries_created",

@@ -104,7 +104,8 @@ def summary(session: Session, p: Period) -> list[CurrencySummary]:
         target = line(currency)
         (target.credited if is_credit else target.debited)[event_type] = int(amount)
         target.entries += int(count)
-    if p.end > p.start:
+    # The expired split is read only where expiration entries were found above.
+    if p.end > p.start and any("expiration" in c.debited for c in lines.values()):
         for totals in expired_between(session, p.start, p.end):
             line(totals.currency).expired = totals
     for currency, total in _liability(session, p.end):

@@ -10,6 +10,8 @@ Revises: 0014
 - ``ix_ledger_entries_created`` (created_at): every entry in a period, for the business
   summary; INCLUDEs currency, is_credit, event_type and amount on PostgreSQL.
 - ``ix_usage_events_customer_timestamp`` (customer_id, timestamp): usage cost per meter.
+- ``ix_ledger_entries_expirations`` (created_at) WHERE event_type = 'expiration': the
+  expired figures, without reading every entry of the period.
 - ``ix_ledger_entries_wallet_seq`` (customer_id, currency, seq) is rebuilt on PostgreSQL to
   INCLUDE created_at, is_credit, amount, event_type and after_balance: a statement's totals
   and the walk back a wallet's chain to a moment then read no table row. Same key, so every
@@ -43,6 +45,9 @@ INDEXES = (
     ),
     ("ix_usage_events_customer_timestamp", "usage_events", ["customer_id", "timestamp"], []),
 )
+# Partial: only expiration entries (the breakage report, the summary's expired figures).
+EXPIRATIONS = ("ix_ledger_entries_expirations", "ledger_entries", ["created_at"])
+EXPIRATION = "event_type = 'expiration'"
 
 
 WALLET_SEQ = ("ix_ledger_entries_wallet_seq", "ledger_entries", ["customer_id", "currency", "seq"])
@@ -68,9 +73,19 @@ def upgrade() -> None:
             op.create_index(name, table, columns, postgresql_include=include, if_not_exists=True)
         else:
             op.create_index(name, table, columns)
+    name, table, columns = EXPIRATIONS
+    op.create_index(
+        name,
+        table,
+        columns,
+        postgresql_where=sa.text(EXPIRATION),
+        sqlite_where=sa.text(EXPIRATION),
+        **({"if_not_exists": True} if postgresql else {}),
+    )
 
 
 def downgrade() -> None:
+    op.drop_index(EXPIRATIONS[0], table_name=EXPIRATIONS[1])
     for name, table, _, _ in reversed(INDEXES):
         op.drop_index(name, table_name=table)
     if op.get_bind().dialect.name == "postgresql":
