@@ -34,6 +34,7 @@ from webhooks.api import (
     guards,
     health,
     portal,  # noqa: F401  (adds its route to customers.bp)
+    reports,
     usage,
     wallets,  # noqa: F401  (adds its routes to customers.bp)
 )
@@ -71,7 +72,7 @@ def create_app(settings: Settings | None = None) -> OpenAPI:
     errors.register(app)
     throttle.install(app, settings)
 
-    for blueprint in (customers.bp, charges.bp, usage.bp, admin.bp):
+    for blueprint in (customers.bp, charges.bp, usage.bp, reports.bp, admin.bp):
         app.register_api(blueprint)
         # Hooked on the app, keyed by blueprint, so create_app() can run more than once per
         # process (tests); blueprint.before_request() would mutate the module-level blueprint.

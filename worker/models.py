@@ -196,11 +196,41 @@ class LedgerEntry(Base):
             ["wallets.customer_id", "wallets.currency"],
             name="fk_ledger_entries_wallet",
         ),
-        Index("ix_ledger_entries_wallet_seq", "customer_id", "currency", "seq"),
+        # On PostgreSQL it carries what a statement sums and a balance at a moment reads
+        # (migration 0016), so walking a wallet's chain reads the index alone.
+        Index(
+            "ix_ledger_entries_wallet_seq",
+            "customer_id",
+            "currency",
+            "seq",
+            postgresql_include=["created_at", "is_credit", "amount", "event_type", "after_balance"],
+        ),
         Index("ix_ledger_entries_customer_seq", "customer_id", "seq"),
         Index("ix_ledger_entries_reference", "reference_object_id"),
-        # The dashboard's overview sums the last 30 days of every wallet (migration 0018).
-        Index("ix_ledger_entries_created_at", "created_at"),
+        # Reports (worker.reports, migration 0016). One wallet's entries by time, carrying
+        # what the analytics buckets sum and the chain point a balance at a moment reads, so
+        # PostgreSQL answers from the index alone (an index-only scan).
+        Index(
+            "ix_ledger_entries_wallet_created",
+            "customer_id",
+            "currency",
+            "created_at",
+            postgresql_include=["seq", "is_credit", "amount", "event_type", "after_balance"],
+        ),
+        # Expirations by time: the breakage report and the summary's expired figures read
+        # only these (a small partial index; other entries are never in it).
+        Index(
+            "ix_ledger_entries_expirations",
+            "created_at",
+            postgresql_where=text("event_type = 'expiration'"),
+            sqlite_where=text("event_type = 'expiration'"),
+        ),
+        # Every entry by time, with what the business summary sums.
+        Index(
+            "ix_ledger_entries_created",
+            "created_at",
+            postgresql_include=["currency", "is_credit", "event_type", "amount"],
+        ),
     )
 
     # seq orders entries totally (created_at can tie); id is the public identifier.
@@ -411,6 +441,8 @@ class UsageEvent(Base):
         CheckConstraint("unbilled_amount >= 0", name="unbilled_non_negative"),
         Index("ix_usage_events_status_seq", "status", "seq"),
         Index("ix_usage_events_customer_seq", "customer_id", "seq"),
+        # Usage cost per meter over a period (worker.reports.analytics, migration 0016).
+        Index("ix_usage_events_customer_timestamp", "customer_id", "timestamp"),
     )
 
     seq: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)

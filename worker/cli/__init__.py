@@ -57,6 +57,7 @@ for command in (
 for command in [*charges.COMMANDS, lots.wallet_lots]:  # wallet charge|...|charge-show, lots
     core.wallet.add_command(command)
 core.db.add_command(dbrole.db_grants)
+core.ledger_group.add_command(reports.ledger_export)
 
 
 def main(argv: list[str] | None = None) -> None:

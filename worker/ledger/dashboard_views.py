@@ -174,7 +174,7 @@ def daily_flows(
     """Credits and debits per UTC day and currency over the last ``days`` days (today
     included), oldest first; days without entries are absent. ``customer_id`` narrows it to
     one customer. Days that are over come from the per-process memory above; the rest is
-    read over ``ix_ledger_entries_created_at``."""
+    read over ``ix_ledger_entries_created``."""
     return _flows(session, days, now or utcnow(), customer_id=customer_id, spending=False)
 
 

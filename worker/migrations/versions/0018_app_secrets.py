@@ -1,5 +1,4 @@
-"""app_secrets: the signing key the web processes share when SECRET_KEY is unset; an index
-of ledger entries by time
+"""app_secrets: the signing key the web processes share when SECRET_KEY is unset
 
 Revision ID: 0018
 Revises: 0014
@@ -10,8 +9,8 @@ every other process, and every restart, reads the same row, so the Procfile's se
 gunicorn workers agree with nothing to configure. The service role may read and insert it,
 never change it (worker.infra.dbrole).
 
-``ix_ledger_entries_created_at`` lets the dashboard's overview read the last 30 days of
-entries without reading the whole ledger.
+The dashboard's overview reads the last 30 days of entries through 0016's
+``ix_ledger_entries_created`` (entries by time).
 """
 
 import sqlalchemy as sa
@@ -32,9 +31,7 @@ def upgrade() -> None:
         sa.CheckConstraint("length(value) >= 32", name=op.f("ck_app_secrets_value_long_enough")),
         sa.PrimaryKeyConstraint("name", name=op.f("pk_app_secrets")),
     )
-    op.create_index("ix_ledger_entries_created_at", "ledger_entries", ["created_at"])
 
 
 def downgrade() -> None:
-    op.drop_index("ix_ledger_entries_created_at", table_name="ledger_entries")
     op.drop_table("app_secrets")
