@@ -43,3 +43,8 @@ Handler = Callable[[Session, dict[str, Any]], Handled]
 
 # Batch preparation (see ``worker.inbox.handlers.PREFETCHERS``).
 Prefetcher = Callable[[Session, list[InboxEvent]], None]
+
+
+# An event's lane from its payload: "customer:{id}", "email:{normalized}",
+# "payment:{provider}:{payment_id}", or None (see ``worker.inbox.lanes``).
+Laner = Callable[[dict[str, Any]], str | None]

@@ -174,3 +174,19 @@ def dodo_refund_succeeded(session: Session, payload: dict[str, Any]) -> Handled:
             refund_currency=_currency(data.get("currency"), "data.currency"),
         )
     )
+
+
+def dodo_lane(payload: dict[str, Any]) -> str | None:
+    """Whose wallet a Dodo event changes, as far as the payload says (``worker.inbox.lanes``):
+    the customer id, else the email by which the handler would find or create the customer."""
+    data = payload.get("data") if isinstance(payload, dict) else None
+    customer = data.get("customer") if isinstance(data, dict) else None
+    if not isinstance(customer, dict):
+        return None
+    customer_id = customer.get("customer_id")
+    if ledger.is_valid_customer_id(customer_id):
+        return f"customer:{customer_id}"
+    email = customer.get("email")
+    if isinstance(email, str) and email.strip():
+        return f"email:{email.strip().lower()}"
+    return None

@@ -177,3 +177,24 @@ def _reverse(
         refund_amount=amount,
         refund_currency=currency,
     )
+
+
+def stripe_lane(payload: dict[str, Any]) -> str | None:
+    """Whose wallet a Stripe event changes (``worker.inbox.lanes``): the customer its metadata
+    names (credits), else the payment a refund reverses, which the inbox resolves to the
+    customer it credited."""
+    data = payload.get("data") if isinstance(payload, dict) else None
+    obj = data.get("object") if isinstance(data, dict) else None
+    if not isinstance(obj, dict):
+        return None
+    metadata = obj.get("metadata")
+    if isinstance(metadata, dict):
+        customer_id = metadata.get("wallet_customer_id") or metadata.get("customer_id")
+        if ledger.is_valid_customer_id(customer_id):
+            return f"customer:{customer_id}"
+    if obj.get("object") == "charge" or payload.get("type") == "charge.refunded":
+        intent = obj.get("payment_intent")
+        payment_id = intent if isinstance(intent, str) and intent else obj.get("id")
+        if isinstance(payment_id, str) and payment_id:
+            return f"payment:stripe:{payment_id}"
+    return None
