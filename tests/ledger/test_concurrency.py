@@ -27,10 +27,11 @@ THREADS = 16
 DEBITS_PER_THREAD = 50
 
 
-@pytest.fixture
-def backend() -> str:
-    """These tests run on PostgreSQL unless they ask for SQLite themselves."""
-    return "postgresql"
+@pytest.fixture(params=["postgresql", "pgbouncer"])
+def backend(request: pytest.FixtureRequest) -> str:
+    """These tests run on PostgreSQL, directly and through PgBouncer (transaction pooling),
+    unless they ask for SQLite themselves."""
+    return request.param
 
 
 def _funded_customer(settings: Settings, amount: int) -> str:

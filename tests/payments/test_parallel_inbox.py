@@ -20,7 +20,8 @@ from worker import inbox, ledger
 from worker.infra.db import transaction
 from worker.models import InboxEvent, LedgerEntry, Wallet
 
-pytestmark = pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
+# PostgreSQL, directly and through PgBouncer in transaction pooling mode.
+pytestmark = pytest.mark.parametrize("backend", ["postgresql", "pgbouncer"], indirect=True)
 
 WORKERS = 4
 CUSTOMERS = 24
@@ -96,7 +97,7 @@ def test_parallel_batches_never_deadlock_and_apply_each_event_once_in_order(
     command = [sys.executable, "-m", "tests.support.inbox_stress", settings.database_url]
     workers = [
         subprocess.Popen(
-            [*command, str(done), str(BATCH), str(GIVE_UP_SECONDS)],
+            [*command, str(done), str(BATCH), str(GIVE_UP_SECONDS), settings.database_pooler],
             env=env,
             cwd=ROOT,
             stdout=subprocess.PIPE,

@@ -1,10 +1,11 @@
 """One stress-test worker process: applies inbox batches until the inbox is drained and the
 test says no more events are coming, then prints what it did as one JSON line.
 
-``python -m tests.support.inbox_stress DATABASE_URL DONE_FILE BATCH_SIZE SECONDS``. It calls
-the same function the Celery task does (``worker.inbox.process_pending``, one transaction per
-batch) and counts every database error by SQLSTATE instead of retrying blindly: the test asserts
-there was no deadlock (40P01) at all. After SECONDS it gives up and says so (``gave_up``).
+``python -m tests.support.inbox_stress DATABASE_URL DONE_FILE BATCH_SIZE SECONDS [POOLER]``.
+It calls the same function the Celery task does (``worker.inbox.process_pending``, one
+transaction per batch) and counts every database error by SQLSTATE instead of retrying
+blindly: the test asserts there was no deadlock (40P01) at all. After SECONDS it gives up and
+says so (``gave_up``).
 """
 
 from __future__ import annotations
@@ -23,8 +24,10 @@ from worker.infra.db import transaction
 from worker.models import InboxEvent
 
 
-def main(database_url: str, done_file: str, batch_size: int, seconds: float) -> dict[str, object]:
-    settings = Settings(database_url=database_url)
+def main(
+    database_url: str, done_file: str, batch_size: int, seconds: float, pooler: str = ""
+) -> dict[str, object]:
+    settings = Settings(database_url=database_url, database_pooler=pooler)
     applied, batches, errors = 0, 0, {}  # type: ignore[var-annotated]
     done = Path(done_file)
     give_up = time.monotonic() + seconds
@@ -54,4 +57,5 @@ def main(database_url: str, done_file: str, batch_size: int, seconds: float) -> 
 
 
 if __name__ == "__main__":
-    print(json.dumps(main(sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4]))))
+    args = sys.argv[1:]
+    print(json.dumps(main(args[0], args[1], int(args[2]), float(args[3]), *args[4:])))
