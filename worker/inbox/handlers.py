@@ -22,7 +22,8 @@ HANDLERS: dict[tuple[str, str], Handler] = {
 # only, never a substitute for a lock.
 PREFETCHERS: list[Prefetcher] = [dodo.prefetch]
 
-# Whose wallets an event changes, read from its payload: ``worker.inbox.lanes`` keeps one
-# customer's events in one batch at a time, in arrival order. A provider missing here, or a
-# payload naming no one, gets a lane of its own (no order is kept with other events).
+# Whose wallets an event changes, read from its payload (candidates, in the order the handler
+# looks the customer up): ``worker.inbox.lanes`` keeps one customer's events in one batch at a
+# time, in arrival order. A provider missing here, or a payload naming no one, gets a lane of
+# its own (no order is kept with other events).
 LANES: dict[str, Laner] = {"dodo": dodo.dodo_lane, "stripe": stripe.stripe_lane}

@@ -45,6 +45,7 @@ Handler = Callable[[Session, dict[str, Any]], Handled]
 Prefetcher = Callable[[Session, list[InboxEvent]], None]
 
 
-# An event's lane from its payload: "customer:{id}", "email:{normalized}",
-# "payment:{provider}:{payment_id}", or None (see ``worker.inbox.lanes``).
-Laner = Callable[[dict[str, Any]], str | None]
+# An event's lane candidates from its payload, in the order its handler looks the customer up:
+# "customer:{id}", "email:{normalized}", "payment:{provider}:{payment_id}" (see
+# ``worker.inbox.lanes``, which takes the first naming a known customer).
+Laner = Callable[[dict[str, Any]], list[str]]

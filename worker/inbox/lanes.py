@@ -4,8 +4,9 @@ Batches run in parallel, any number of them, on any number of machines. Two rule
 safe:
 
 - **One customer, one batch at a time, in arrival order.** Every event has a *lane*: the
-  customer whose wallets it changes (``worker.inbox.handlers.LANES`` reads it from the
-  payload; an email or a refunded payment is resolved to the customer here). A batch looks at
+  customer whose wallets it changes (``worker.inbox.handlers.LANES`` reads the candidates
+  from the payload, in the order the handler looks the customer up; the first naming a known
+  customer, by id, email or the payment a refund reverses, wins). A batch looks at
   the oldest pending events, takes a transaction-scoped advisory lock per lane with
   ``pg_try_advisory_xact_lock`` (never waits, so lanes cannot deadlock) and claims only the
   events of the lanes it got. The events it looked at are the oldest pending ones, so a lane's
@@ -26,11 +27,12 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Sequence
 
-from sqlalchemy import bindparam, select, text
+from sqlalchemy import bindparam, or_, select, text
 from sqlalchemy.orm import Session
 
 from worker.inbox.handlers import LANES
 from worker.models import Customer, InboxEvent, TopupPayment, Wallet
+from worker.payments.topups import CHECKED_CUSTOMERS, KNOWN_CUSTOMERS
 
 # The advisory lock namespace of inbox lanes (the two-int form: this, hashtext(lane)). A hash
 # collision only makes two customers share a lane now and then.
@@ -45,42 +47,51 @@ _TRY_LANES = text(
 ).bindparams(bindparam("space", LANE_LOCK_SPACE))
 
 
-def lane_of(provider: str, payload: object, event_id: int) -> str:
-    """The event's lane as its payload says it ("event:{id}" when it names no one)."""
+def candidates(provider: str, payload: object) -> list[str]:
+    """The lanes an event's payload names, in the order its handler looks the customer up."""
     laner = LANES.get(provider)
-    lane = laner(payload) if laner is not None and isinstance(payload, dict) else None
-    return lane or f"event:{event_id}"
+    return laner(payload) if laner is not None and isinstance(payload, dict) else []
 
 
-def resolve(session: Session, lanes: set[str]) -> dict[str, str]:
-    """Lane -> "customer:{id}" for the email and payment lanes that name a known customer (one
-    query per kind); the others map to themselves."""
-    resolved = {lane: lane for lane in lanes}
-    emails = {lane[6:]: lane for lane in lanes if lane.startswith("email:")}
-    if emails:
+def resolve(session: Session, events: list[tuple[int, list[str]]]) -> dict[int, str]:
+    """Event id -> its lane: "customer:{id}" for the first candidate naming a known customer
+    (one query for customers, one for refunded payments), else the first customer it names
+    (one the handler will create), else "event:{id}" (it names no one; no order is kept with
+    other events)."""
+    wanted = {lane for _, lanes in events for lane in lanes}
+    known: dict[str, str] = {}
+    ids = {lane[9:] for lane in wanted if lane.startswith("customer:")}
+    emails = {lane[6:] for lane in wanted if lane.startswith("email:")}
+    if ids or emails:
         rows = session.execute(
-            select(Customer.email_normalized, Customer.customer_id).where(
-                Customer.email_normalized.in_(emails)
+            select(Customer.customer_id, Customer.email_normalized).where(
+                or_(Customer.customer_id.in_(ids), Customer.email_normalized.in_(emails))
             )
         )
-        for email, customer_id in rows:
-            resolved[emails[email]] = f"customer:{customer_id}"
-    payments: dict[tuple[str, str], str] = {}
-    for lane in lanes:
-        if lane.startswith("payment:"):
-            provider, _, payment_id = lane[8:].partition(":")
-            payments[(provider, payment_id)] = lane
+        found = set()
+        for customer_id, email in rows:
+            found.add(customer_id)
+            known[f"customer:{customer_id}"] = f"customer:{customer_id}"
+            known[f"email:{email}"] = f"customer:{customer_id}"
+        # The handlers' own look-up (``worker.payments.dodo.prefetch``) need not ask again.
+        session.info.setdefault(KNOWN_CUSTOMERS, set()).update(found)
+        session.info.setdefault(CHECKED_CUSTOMERS, set()).update(ids)
+    payments = {lane[8:].partition(":")[2] for lane in wanted if lane.startswith("payment:")}
     if payments:
         rows = session.execute(
             select(TopupPayment.provider, TopupPayment.payment_id, TopupPayment.customer_id).where(
-                TopupPayment.payment_id.in_({p for _, p in payments}),
-                TopupPayment.customer_id.is_not(None),
+                TopupPayment.payment_id.in_(payments), TopupPayment.customer_id.is_not(None)
             )
         )
         for provider, payment_id, customer_id in rows:
-            lane = payments.get((provider, payment_id))
-            if lane is not None:
-                resolved[lane] = f"customer:{customer_id}"
+            known[f"payment:{provider}:{payment_id}"] = f"customer:{customer_id}"
+    resolved = {}
+    for event_id, lanes in events:
+        lane = next((known[c] for c in lanes if c in known), None)
+        # Nothing known yet: the customer the payload names (a refund of a payment not applied
+        # yet then shares its payment's lane and waits for it in order), else the payment.
+        unknown = [c for c in lanes if not c.startswith("payment:")] or lanes
+        resolved[event_id] = lane or (unknown[0] if unknown else f"event:{event_id}")
     return resolved
 
 
@@ -97,13 +108,12 @@ def claim(session: Session, limit: int) -> tuple[list[InboxEvent], bool]:
     if not window:
         return [], False
     more = len(window) == limit * PEEK_FACTOR
-    raw = [
-        (event_id, lane_of(provider, payload, event_id)) for event_id, provider, payload in window
-    ]
-    resolved = resolve(session, {lane for _, lane in raw})
+    lanes = resolve(
+        session, [(e, candidates(provider, payload)) for e, provider, payload in window]
+    )
     by_lane: OrderedDict[str, list[int]] = OrderedDict()
-    for event_id, lane in raw:
-        by_lane.setdefault(resolved[lane], []).append(event_id)
+    for event_id, _, _ in window:
+        by_lane.setdefault(lanes[event_id], []).append(event_id)
 
     wanted: list[int] = []
     owned: list[str] = []
