@@ -195,3 +195,46 @@ def test_two_batches_take_different_customers_at_the_same_time(settings, tx) -> 
     with tx() as s:
         left = s.scalars(select(InboxEvent.id).where(InboxEvent.status == "pending")).all()
     assert left == []
+
+
+def test_a_lane_is_the_customer_the_handler_will_find(settings, tx) -> None:
+    """By id, else by email (a Dodo id we do not know, for a customer we know by email), a
+    refund by the customer its payment credited, and no lane shared for an event naming no
+    one."""
+    from worker.inbox import lanes
+    from worker.models import TopupPayment
+
+    with tx() as s:
+        ledger.create_customer(s, email="Known@example.com", name="K", customer_id="cus_known")
+        s.add(
+            TopupPayment(
+                provider="dodo",
+                payment_id="pay_old",
+                customer_id="cus_known",
+                currency="USD",
+                credited_amount=100,
+                payment_amount=100,
+                payment_currency="USD",
+                reversed_amount=0,
+            )
+        )
+    by_email = dodo_payment(customer_id="cus_dodo_side", email="known@example.com")
+    refund = dodo_refund("pay_old", 50)
+    refund["data"]["customer"]["customer_id"] = "cus_someone_else"
+    new = dodo_payment(customer_id="cus_new", email="new@example.com")
+    with tx() as s:
+        resolved = lanes.resolve(
+            s,
+            [
+                (1, lanes.candidates("dodo", by_email)),
+                (2, lanes.candidates("dodo", refund)),
+                (3, lanes.candidates("dodo", new)),
+                (4, lanes.candidates("stripe", {"type": "x", "data": {"object": {}}})),
+            ],
+        )
+    assert resolved == {
+        1: "customer:cus_known",
+        2: "customer:cus_known",
+        3: "customer:cus_new",
+        4: "event:4",
+    }
