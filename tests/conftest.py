@@ -156,9 +156,13 @@ def tx(settings: Settings):
 
 
 @pytest.fixture
-def cli(database_url: str) -> Callable[..., CliResult]:
+def cli(
+    database_url: str, backend: str, monkeypatch: pytest.MonkeyPatch
+) -> Callable[..., CliResult]:
     """``cli("wallet", "show", ...)`` runs the ``billing-worker`` entry point in-process on the
     test database; a ``CliResult(code, out, err)``."""
+    if backend == "pgbouncer":
+        monkeypatch.setenv("DATABASE_POOLER", "pgbouncer")  # as an operator would configure it
     return functools.partial(run_cli, database_url)
 
 
