@@ -71,8 +71,9 @@ def process_pending(self: Task) -> int:
     """Apply pending events batch by batch until none is left; returns how many it applied.
 
     What the receiver sends after storing events (one message for any number of them). Safe
-    to run any number of times, concurrently or redelivered: a batch locks its rows and marks
-    them in the transaction that applies them.
+    to run any number of times, concurrently or redelivered: a batch locks its customers'
+    lanes and rows and marks them in the transaction that applies them
+    (``worker.inbox.lanes``), so concurrent tasks share the work.
     """
     deadline = time.monotonic() + DRAIN_SECONDS
     applied = 0
@@ -86,7 +87,9 @@ def process_pending(self: Task) -> int:
         applied += sum(o.applied for o in batch.outcomes)
         # A refund before its payment, an event that met a concurrent write: retried on its own.
         _one_by_one(batch.waiting, countdown=_backoff(1))
-        if len(batch.outcomes) < BATCH_SIZE:
+        # Done when nothing more is pending, or when this batch found nothing it could take:
+        # the batches holding the rest keep going, each until it finds nothing either.
+        if not batch.more or not batch.outcomes:
             return applied
         if time.monotonic() > deadline:
             process_pending.apply_async()

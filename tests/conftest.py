@@ -22,6 +22,9 @@ from worker.infra.db import dispose_engines, get_engine, transaction
 from worker.models import Base
 
 BACKENDS = ["sqlite", "postgresql"]
+# The ledger and inbox tests also run through PgBouncer in transaction pooling mode
+# (tests/ledger/conftest.py, tests/payments/conftest.py): "pgbouncer" is PostgreSQL behind it.
+POOLED_BACKENDS = [*BACKENDS, "pgbouncer"]
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -95,12 +98,31 @@ def backend(request: pytest.FixtureRequest) -> str:
     return request.param
 
 
+@pytest.fixture(scope="session")
+def pgbouncer_port(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
+    """A private PgBouncer (transaction pooling) in front of the test PostgreSQL, for the run."""
+    from tests.support import pgbouncer
+
+    if not pgbouncer.available():
+        if os.environ.get("CI"):
+            pytest.fail("pgbouncer is not installed (.ci/run installs Debian's pgbouncer)")
+        pytest.skip("pgbouncer is not installed")
+    users = ["root", *filter(None, [os.environ.get("TEST_PG_APP_ROLE")])]
+    with pgbouncer.pgbouncer(tmp_path_factory.mktemp("pgbouncer"), users) as port:
+        yield port
+
+
 @pytest.fixture
 def database_url(backend: str, request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """An empty, migrated database on ``backend``."""
-    if backend == "postgresql":
+    if backend in ("postgresql", "pgbouncer"):
         url = request.getfixturevalue("pg_database")
         _empty_pg(url)
+        if backend == "pgbouncer":
+            direct = url
+            url = make_url(url).set(port=request.getfixturevalue("pgbouncer_port"))
+            url = url.render_as_string(hide_password=False)
+            _ADMIN_URLS[url] = _ADMIN_URLS.get(direct, direct)
         return url
     path = tmp_path / "billing.db"
     shutil.copy(request.getfixturevalue("sqlite_template"), path)
@@ -114,9 +136,10 @@ def admin_database_url(database_url: str) -> str:
 
 
 @pytest.fixture
-def settings(database_url: str) -> Settings:
+def settings(database_url: str, backend: str) -> Settings:
     """Settings pointing at the test database (USD and INR wallets)."""
-    return Settings(database_url=database_url, api_key="test-key")
+    pooler = "pgbouncer" if backend == "pgbouncer" else ""
+    return Settings(database_url=database_url, api_key="test-key", database_pooler=pooler)
 
 
 @pytest.fixture
@@ -133,9 +156,13 @@ def tx(settings: Settings):
 
 
 @pytest.fixture
-def cli(database_url: str) -> Callable[..., CliResult]:
+def cli(
+    database_url: str, backend: str, monkeypatch: pytest.MonkeyPatch
+) -> Callable[..., CliResult]:
     """``cli("wallet", "show", ...)`` runs the ``billing-worker`` entry point in-process on the
     test database; a ``CliResult(code, out, err)``."""
+    if backend == "pgbouncer":
+        monkeypatch.setenv("DATABASE_POOLER", "pgbouncer")  # as an operator would configure it
     return functools.partial(run_cli, database_url)
 
 

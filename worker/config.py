@@ -46,6 +46,9 @@ class ConfigError(ValueError):
 @dataclass(frozen=True)
 class Settings:
     database_url: str = DEFAULT_DATABASE_URL
+    # What sits between us and PostgreSQL: "" (nothing, or a pooler keeping a server connection
+    # per client) or "pgbouncer" (transaction pooling: no server-side prepared statements).
+    database_pooler: str = ""
     wallet_currencies: tuple[str, ...] = ("USD", "INR")
     business_id: str = "bus_local"
     fx_rates_to_usd: Mapping[str, Decimal] = field(
@@ -190,6 +193,7 @@ class Settings:
         env = os.environ if env is None else env
         return cls(
             database_url=_database_url(env.get("DATABASE_URL")),
+            database_pooler=_database_pooler(env.get("DATABASE_POOLER")),
             wallet_currencies=_currencies(env.get("WALLET_CURRENCIES", "USD,INR")),
             business_id=env.get("BUSINESS_ID") or "bus_local",
             fx_rates_to_usd=_fx_rates(env.get("FX_RATES_TO_USD", "")),
@@ -247,6 +251,18 @@ def _database_url(value: str | None) -> str:
         if value.startswith(prefix):
             return "postgresql+psycopg://" + value[len(prefix) :]
     return value
+
+
+DATABASE_POOLERS = ("", "pgbouncer")
+
+
+def _database_pooler(value: str | None) -> str:
+    pooler = (value or "").strip().lower()
+    if pooler == "none":
+        pooler = ""
+    if pooler not in DATABASE_POOLERS:
+        raise ConfigError(f"DATABASE_POOLER: expected 'pgbouncer' or 'none', got {value!r}")
+    return pooler
 
 
 def _positive_int(env: Mapping[str, str], name: str, default: int) -> int:

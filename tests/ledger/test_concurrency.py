@@ -27,10 +27,11 @@ THREADS = 16
 DEBITS_PER_THREAD = 50
 
 
-@pytest.fixture
-def backend() -> str:
-    """These tests run on PostgreSQL unless they ask for SQLite themselves."""
-    return "postgresql"
+@pytest.fixture(params=["postgresql", "pgbouncer"])
+def backend(request: pytest.FixtureRequest) -> str:
+    """These tests run on PostgreSQL, directly and through PgBouncer (transaction pooling),
+    unless they ask for SQLite themselves."""
+    return request.param
 
 
 def _funded_customer(settings: Settings, amount: int) -> str:
@@ -221,7 +222,7 @@ def _hammer(
         subprocess.Popen(
             [sys.executable, "-m", "tests.support.hammer", *args, ",".join(map(str, p)), str(go)]
             + ([key] if key else []),
-            env=process_env(),
+            env=process_env(DATABASE_POOLER=settings.database_pooler),
             cwd=ROOT,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -241,7 +242,9 @@ def _hammer(
 def _verify_through_cli(settings: Settings) -> str:
     done = subprocess.run(
         [sys.executable, "-m", "worker", "verify"],
-        env=process_env(DATABASE_URL=settings.database_url),
+        env=process_env(
+            DATABASE_URL=settings.database_url, DATABASE_POOLER=settings.database_pooler
+        ),
         cwd=ROOT,
         capture_output=True,
         text=True,

@@ -24,7 +24,8 @@ from worker.infra.db import transaction
 def main(argv: list[str]) -> None:
     url, customer_id, amounts, go_file = argv[:4]
     key = argv[4] if len(argv) > 4 else None
-    settings = Settings(database_url=url)
+    # DATABASE_POOLER as the service reads it (the test's PgBouncer backend sets it).
+    settings = Settings(database_url=url, database_pooler=os.environ.get("DATABASE_POOLER", ""))
     deadline = time.monotonic() + 60
     while not os.path.exists(go_file):
         if time.monotonic() > deadline:

@@ -22,10 +22,10 @@ from worker.infra.celery_app import app as celery_app
 from worker.models import InboxEvent
 
 
-@pytest.fixture(params=["postgresql"])
+@pytest.fixture(params=["postgresql", "pgbouncer"])
 def backend(request: pytest.FixtureRequest) -> str:
-    """PostgreSQL only: the receiver's SQLite path is covered by test_serve_embedded and the
-    inbox core tests, and the malformed-input matrix need not run twice."""
+    """PostgreSQL, directly and through PgBouncer (the receiver's autocommit insert): the
+    receiver's SQLite path is covered by test_serve_embedded and the inbox core tests."""
     return request.param
 
 

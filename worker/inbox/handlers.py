@@ -6,7 +6,7 @@ event means adding its function in ``worker.payments.<provider>`` and one line h
 
 from __future__ import annotations
 
-from worker.inbox.handling import Handler, Prefetcher
+from worker.inbox.handling import Handler, Laner, Prefetcher
 from worker.payments import dodo, stripe
 
 HANDLERS: dict[tuple[str, str], Handler] = {
@@ -21,3 +21,9 @@ HANDLERS: dict[tuple[str, str], Handler] = {
 # customers exist, which payments are new). What they note is a hint for this transaction
 # only, never a substitute for a lock.
 PREFETCHERS: list[Prefetcher] = [dodo.prefetch]
+
+# Whose wallets an event changes, read from its payload (candidates, in the order the handler
+# looks the customer up): ``worker.inbox.lanes`` keeps one customer's events in one batch at a
+# time, in arrival order. A provider missing here, or a payload naming no one, gets a lane of
+# its own (no order is kept with other events).
+LANES: dict[str, Laner] = {"dodo": dodo.dodo_lane, "stripe": stripe.stripe_lane}

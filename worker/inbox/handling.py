@@ -43,3 +43,9 @@ Handler = Callable[[Session, dict[str, Any]], Handled]
 
 # Batch preparation (see ``worker.inbox.handlers.PREFETCHERS``).
 Prefetcher = Callable[[Session, list[InboxEvent]], None]
+
+
+# An event's lane candidates from its payload, in the order its handler looks the customer up:
+# "customer:{id}", "email:{normalized}", "payment:{provider}:{payment_id}" (see
+# ``worker.inbox.lanes``, which takes the first naming a known customer).
+Laner = Callable[[dict[str, Any]], list[str]]

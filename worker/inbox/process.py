@@ -7,10 +7,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
+from worker.inbox import lanes
 from worker.inbox.handlers import HANDLERS, PREFETCHERS
 from worker.inbox.handling import Handled, NotReady
 from worker.models import InboxEvent, utcnow
@@ -47,39 +48,41 @@ class Batch:
     """What ``process_pending`` did: every event it took, and what became of each."""
 
     outcomes: list[Outcome] = field(default_factory=list)
+    # More fresh events may be pending than this batch took (others' lanes, or past its limit).
+    more: bool = False
 
     @property
     def waiting(self) -> list[int]:
         return [o.event_id for o in self.outcomes if o.waiting is not None]
 
 
-# Concurrent batches would lock wallets in payload order, each holding some another wants
-# (a deadlock PostgreSQL breaks only after deadlock_timeout): batches take turns instead, on
-# this transaction-scoped advisory lock. Single events (process_event) do not take it.
-_BATCH_LOCK = 0x62772D696E626F78  # "bw-inbox"
-
-
 def process_pending(session: Session, limit: int = 100) -> Batch:
     """Apply up to ``limit`` fresh pending events, oldest first, in the caller's transaction.
 
     One transaction for the batch: the events' statuses and their ledger effects commit
-    together, or none of them does. Rows locked by another transaction (a ``process_event``
-    running) are skipped (``SKIP LOCKED``), and so are events already waiting for another
-    (``error`` set): their own retries and the sweeper handle those. Transient database
-    errors propagate, as in ``process_event``. Never commits.
+    together, or none of them does. Any number of batches run at once on PostgreSQL: each
+    takes whole customers' lanes and locks their wallets in one order first
+    (``worker.inbox.lanes``), so a customer's events apply in arrival order and two batches
+    never deadlock. Rows locked by another transaction (a ``process_event`` running) are
+    skipped (``SKIP LOCKED``), and so are events already waiting for another (``error``
+    set): their own retries and the sweeper handle those. Transient database errors
+    propagate, as in ``process_event``. Never commits.
     """
     if session.get_bind().dialect.name == "postgresql":
-        session.execute(select(func.pg_advisory_xact_lock(_BATCH_LOCK)))
-    events = session.scalars(
-        select(InboxEvent)
-        .where(InboxEvent.status == "pending", InboxEvent.error.is_(None))
-        .order_by(InboxEvent.received_at)
-        .limit(limit)
-        .with_for_update(skip_locked=True)
-        .execution_options(populate_existing=True)
-    ).all()
+        events, more = lanes.claim(session, limit)
+    else:  # one writer at a time (BEGIN IMMEDIATE): the oldest events, in order
+        events = list(
+            session.scalars(
+                select(InboxEvent)
+                .where(InboxEvent.status == "pending", InboxEvent.error.is_(None))
+                .order_by(InboxEvent.received_at, InboxEvent.id)
+                .limit(limit)
+                .execution_options(populate_existing=True)
+            )
+        )
+        more = len(events) == limit
     if not events:
-        return Batch()
+        return Batch(more=more)
     for prefetch in PREFETCHERS:
         prefetch(session, events)
     # Optimistic first: the whole batch in one savepoint, each event's row marked afterwards
@@ -92,12 +95,12 @@ def process_pending(session: Session, limit: int = 100) -> Batch:
     except OperationalError:
         raise
     except Exception:
-        return Batch([_apply(session, event, in_batch=True) for event in events])
+        return Batch([_apply(session, event, in_batch=True) for event in events], more)
     outcomes = []
     for event, result in zip(events, handled, strict=True):
         event.attempts += 1
         outcomes.append(_finish(event, result.status, result.result))
-    return Batch(outcomes)
+    return Batch(outcomes, more)
 
 
 def _handle(session: Session, event: InboxEvent) -> Handled:

@@ -78,22 +78,42 @@ def _ping_when_idle(engine: Engine) -> None:
 
 def get_engine(settings: Settings | None = None) -> Engine:
     """The process's engine for ``settings.database_url`` (created on first use)."""
-    return _engine((settings or get_settings()).database_url, autocommit=False)
+    settings = settings or get_settings()
+    return _engine(settings.database_url, autocommit=False, pooler=settings.database_pooler)
 
 
 def autocommit_engine(settings: Settings) -> Engine:
     """The process's engine for single statements in autocommit mode (PostgreSQL): its own
     small pool of connections that stay in autocommit, so a statement costs no switching in
     and out of it and no reset on check-in (there is never a transaction to roll back)."""
-    return _engine(settings.database_url, autocommit=True)
+    return _engine(settings.database_url, autocommit=True, pooler=settings.database_pooler)
 
 
-_engines: dict[tuple[str, bool], Engine] = {}
+_engines: dict[tuple[str, bool, str], Engine] = {}
 
 
-def _engine(url: str, *, autocommit: bool) -> Engine:
+def connect_args(pooler: str) -> dict[str, Any]:
+    """psycopg's connection arguments for PostgreSQL behind ``pooler`` (DATABASE_POOLER).
+
+    psycopg 3 prepares a statement on the server once a connection has run it
+    ``prepare_threshold`` times (5), as ``_pg3_0``, ``_pg3_1``, ... on that server connection.
+    Behind PgBouncer in transaction pooling mode, consecutive transactions of one client run
+    on different server connections, and a server connection serves many clients: a
+    statement prepared by one client is missing for it on the next server connection
+    (``prepared statement "_pg3_0" does not exist``), or another client's ``_pg3_0`` is found
+    there (``bind message supplies 14 parameters, but prepared statement "_pg3_0" requires
+    7``). ``prepare_threshold=None`` never prepares: every statement goes as an unnamed one,
+    parsed by the server each time, which is what PgBouncer 1.18 can pass through.
+    """
+    args: dict[str, Any] = {"connect_timeout": 5}
+    if pooler == "pgbouncer":
+        args["prepare_threshold"] = None
+    return args
+
+
+def _engine(url: str, *, autocommit: bool, pooler: str = "") -> Engine:
     with _lock:
-        engine = _engines.get((url, autocommit))
+        engine = _engines.get((url, autocommit, pooler))
         if engine is None:
             if url.startswith("sqlite"):
                 engine = create_engine(url, connect_args={"timeout": 30})
@@ -107,7 +127,7 @@ def _engine(url: str, *, autocommit: bool) -> Engine:
                     # A request waits at most this long for a pooled connection: with the
                     # database down the answer is a prompt 503, not a hung worker.
                     pool_timeout=5,
-                    connect_args={"connect_timeout": 5},
+                    connect_args=connect_args(pooler),
                     **(
                         {"isolation_level": "AUTOCOMMIT", "pool_reset_on_return": None}
                         if autocommit
@@ -115,7 +135,7 @@ def _engine(url: str, *, autocommit: bool) -> Engine:
                     ),
                 )
                 _ping_when_idle(engine)
-            _engines[(url, autocommit)] = engine
+            _engines[(url, autocommit, pooler)] = engine
         return engine
 
 

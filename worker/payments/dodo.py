@@ -15,6 +15,7 @@ from worker.infra.db import settings_of
 from worker.models import Customer, InboxEvent, TopupPayment, utcnow
 from worker.payments.payload import _currency, _minor_units, _obj, _str, _timestamp, is_valid_key
 from worker.payments.topups import (
+    CHECKED_CUSTOMERS,
     KNOWN_CUSTOMERS,
     UNSEEN_PAYMENTS,
     _refund_status,
@@ -43,6 +44,7 @@ def prefetch(session: Session, events: list[InboxEvent]) -> None:
         customer = data.get("customer")
         if isinstance(customer, dict) and ledger.is_valid_customer_id(customer.get("customer_id")):
             customers.add(customer["customer_id"])
+    customers -= session.info.get(CHECKED_CUSTOMERS, set())  # the inbox's lanes looked them up
     if customers:
         found = session.scalars(
             select(Customer.customer_id).where(Customer.customer_id.in_(customers))
@@ -174,3 +176,24 @@ def dodo_refund_succeeded(session: Session, payload: dict[str, Any]) -> Handled:
             refund_currency=_currency(data.get("currency"), "data.currency"),
         )
     )
+
+
+def dodo_lane(payload: dict[str, Any]) -> list[str]:
+    """Whose wallet a Dodo event changes, as the handler would find it (``worker.inbox.lanes``):
+    a refund's payment first (its credit names the customer), then the customer id, then the
+    email by which the handler finds or creates the customer."""
+    data = payload.get("data") if isinstance(payload, dict) else None
+    if not isinstance(data, dict):
+        return []
+    lanes = []
+    if payload.get("type") == "refund.succeeded" and is_valid_key(data.get("payment_id")):
+        lanes.append(f"payment:dodo:{data['payment_id']}")
+    customer = data.get("customer")
+    if isinstance(customer, dict):
+        customer_id = customer.get("customer_id")
+        if ledger.is_valid_customer_id(customer_id):
+            lanes.append(f"customer:{customer_id}")
+        email = customer.get("email")
+        if isinstance(email, str) and email.strip():
+            lanes.append(f"email:{email.strip().lower()}")
+    return lanes

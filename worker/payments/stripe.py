@@ -177,3 +177,22 @@ def _reverse(
         refund_amount=amount,
         refund_currency=currency,
     )
+
+
+def stripe_lane(payload: dict[str, Any]) -> list[str]:
+    """Whose wallet a Stripe event changes (``worker.inbox.lanes``): the customer its metadata
+    names (credits), or the payment a refund reverses (its credit names the customer)."""
+    data = payload.get("data") if isinstance(payload, dict) else None
+    obj = data.get("object") if isinstance(data, dict) else None
+    if not isinstance(obj, dict):
+        return []
+    if payload.get("type") == "charge.refunded":
+        intent = obj.get("payment_intent")
+        payment_id = intent if isinstance(intent, str) and intent else obj.get("id")
+        return [f"payment:stripe:{payment_id}"] if isinstance(payment_id, str) else []
+    metadata = obj.get("metadata")
+    if isinstance(metadata, dict):
+        customer_id = metadata.get("wallet_customer_id") or metadata.get("customer_id")
+        if ledger.is_valid_customer_id(customer_id):
+            return [f"customer:{customer_id}"]
+    return []

@@ -23,6 +23,7 @@ from worker.models import TopupPayment, TopupRefund, utcnow
 # Hints noted by ``worker.payments.dodo.prefetch`` for the batch's transaction
 # (``session.info`` keys).
 KNOWN_CUSTOMERS = "bw_known_customers"  # customer ids that exist
+CHECKED_CUSTOMERS = "bw_checked_customers"  # customer ids looked up already (found or not)
 UNSEEN_PAYMENTS = "bw_unseen_payments"  # (provider, payment_id) with no topup_payments row
 
 # A top-up processed after its validity ended (an inbox backlog, a replay) is still credited,
