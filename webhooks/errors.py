@@ -29,6 +29,8 @@ from worker.errors import (
     DuplicateEntry,
     EntryNotFound,
     Forbidden,
+    HoldNotActive,
+    HoldNotFound,
     IdempotencyKeyReused,
     InsufficientBalance,
     InvalidAmount,
@@ -88,12 +90,14 @@ STATUS: dict[type[BaseException], int] = {
     CustomerNotFound: 404,
     ChargeNotFound: 404,
     EntryNotFound: 404,
+    HoldNotFound: 404,
     EventNotFound: 404,
     TaskNotFound: 404,
     ProviderDisabled: 404,  # an unconfigured provider's route does not exist
     # Money and idempotency.
     InsufficientBalance: 400,  # Dodo's status for a refused debit
     DuplicateEntry: 409,
+    HoldNotActive: 409,  # captured, released or expired: the hold's state says which
     IdempotencyKeyReused: 422,
     EventNotReplayable: 400,
     BillingError: 400,  # raised bare nowhere; kept at the status it always had

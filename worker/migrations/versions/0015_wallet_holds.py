@@ -72,7 +72,7 @@ CREATE TRIGGER wallets_held_by_holds BEFORE UPDATE OF held ON wallets
     EXECUTE FUNCTION wallets_held_by_holds();
 CREATE TRIGGER wallet_holds_no_truncate BEFORE TRUNCATE ON wallet_holds
     FOR EACH STATEMENT EXECUTE FUNCTION ledger_refuse_truncate();
-"""
+"""  # noqa: S608 (column names, constants)
 
 _SQLITE_GUARDS = (
     """CREATE TRIGGER wallet_holds_start_active BEFORE INSERT ON wallet_holds
@@ -81,7 +81,7 @@ _SQLITE_GUARDS = (
     """CREATE TRIGGER wallet_holds_held_on_insert AFTER INSERT ON wallet_holds
     BEGIN UPDATE wallets SET held = held + NEW.amount
           WHERE customer_id = NEW.customer_id AND currency = NEW.currency; END""",
-    "CREATE TRIGGER wallet_holds_moves BEFORE UPDATE ON wallet_holds"
+    "CREATE TRIGGER wallet_holds_moves BEFORE UPDATE ON wallet_holds"  # noqa: S608
     " WHEN OLD.status <> 'active' OR NEW.status = 'active' OR "
     + " OR ".join(f"NEW.{c} IS NOT OLD.{c}" for c in _IDENTITY)
     + " BEGIN SELECT RAISE(ABORT, 'a hold only moves from active to captured, released or"
