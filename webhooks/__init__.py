@@ -23,6 +23,7 @@ from webhooks.api import (
     customers,
     guards,
     health,
+    holds,  # noqa: F401  (adds its routes to customers.bp)
     usage,
     wallets,  # noqa: F401  (adds its routes to customers.bp)
 )

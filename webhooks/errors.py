@@ -251,6 +251,17 @@ class DuplicateOut(ErrorOut):
     wallet: WalletOut
 
 
+class ConflictOut(ErrorOut):
+    """409 `HOLD_NOT_ACTIVE`: the hold was captured, released or expired (`status` says
+    which); nothing changed."""
+
+    model_config = ConfigDict(
+        extra="allow", openapi_extra={"description": "The hold is no longer active."}
+    )
+    hold_id: str | None = None
+    status: str | None = Field(None, description="The hold's state: why it cannot move.")
+
+
 class TooLargeOut(ErrorOut):
     """413 `REQUEST_ENTITY_TOO_LARGE`: the body is over 1 MiB."""
 
