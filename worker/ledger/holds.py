@@ -317,7 +317,7 @@ def capture_hold(
     posted = post(session, [leg], locked=unheld)[0]
     assert posted is None or isinstance(posted, Posted)
     taken = posted.entry.amount if posted is not None else 0
-    closed = _close(
+    closed = close_hold(
         session,
         hold,
         "captured",
@@ -344,7 +344,7 @@ def release_hold(
         _expire(session, [(customer_id, hold.currency)], now, limit=None)
         return HoldOutcome(_row(session, customer_id, hold_id), replayed=True)
     _require_active(hold, now, "released")
-    closed = _close(session, hold, "released", actor, now)
+    closed = close_hold(session, hold, "released", actor, now)
     commit_hooks.wallet_changed(session, customer_id, hold.currency)
     return HoldOutcome(closed)
 
@@ -356,7 +356,7 @@ def _require_active(hold: WalletHold, now: datetime, action: str) -> None:
         raise HoldNotActive(hold.hold_id, "expired", action)
 
 
-def _close(
+def close_hold(
     session: Session,
     hold: WalletHold,
     status: str,
