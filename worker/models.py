@@ -417,6 +417,53 @@ class WalletHold(Base):
     closed_by: Mapped[str | None] = mapped_column(String(64))
 
 
+DISPUTE_STATUSES = ("open", "lost", "won")
+
+
+class TopupDispute(Base):
+    """A provider's dispute (chargeback) of a top-up payment, and what it did to the wallet
+    the payment credited: the hold it opened (``kind = 'dispute'``), and when it ended, the
+    ``dispute`` debit entry that took the held credit (lost) or the hold's release (won).
+    Every event of one dispute meets this row under the payment's lock, so each applies once,
+    in any order."""
+
+    __tablename__ = "topup_disputes"
+    __table_args__ = (
+        CheckConstraint("disputed_amount > 0", name="disputed_positive"),
+        CheckConstraint("share >= 0", name="share_non_negative"),
+        CheckConstraint("held >= 0 AND held <= share", name="held_within_share"),
+        CheckConstraint("shortfall = share - held", name="shortfall_is_unheld_share"),
+        CheckConstraint(
+            "status IN (" + ", ".join(f"'{s}'" for s in DISPUTE_STATUSES) + ")",
+            name="status_valid",
+        ),
+        ForeignKeyConstraint(
+            ["customer_id", "currency"],
+            ["wallets.customer_id", "wallets.currency"],
+            name="fk_topup_disputes_wallet",
+        ),
+    )
+
+    customer_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    provider: Mapped[str] = mapped_column(String(32), primary_key=True)
+    dispute_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    payment_id: Mapped[str] = mapped_column(String(255))
+    currency: Mapped[str] = mapped_column(String(3))  # the credited wallet's
+    # As the provider sent it (the payment's currency, minor units).
+    disputed_amount: Mapped[int] = mapped_column(BigInteger)
+    # The disputed part of the credit: its proportion of what the payment credited, at most
+    # what earlier refunds left of it; what was held of it, and what could not be.
+    share: Mapped[int] = mapped_column(BigInteger)
+    held: Mapped[int] = mapped_column(BigInteger)
+    shortfall: Mapped[int] = mapped_column(BigInteger)
+    status: Mapped[str] = mapped_column(String(8))
+    hold_id: Mapped[str | None] = mapped_column(String(64))
+    ledger_entry_id: Mapped[str | None] = mapped_column(String(64))
+    closing_event: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    closed_at: Mapped[datetime | None] = mapped_column()
+
+
 class ApiKey(Base):
     __tablename__ = "api_keys"
     __table_args__ = (CheckConstraint("max_credit > 0", name="max_credit_positive"),)

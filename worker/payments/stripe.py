@@ -1,5 +1,6 @@
 """Stripe events: a succeeded payment intent or completed checkout session credits a top-up;
-``charge.refunded`` reverses it.
+``charge.refunded`` reverses it; ``charge.dispute.created`` / ``charge.dispute.closed`` hold
+and take or release the disputed credit (``worker.payments.disputes``).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from worker import ledger
 from worker.errors import CustomerNotFound, ValidationFailed
 from worker.inbox.handling import Handled
 from worker.models import Customer
+from worker.payments.disputes import Action, apply_dispute, dispute_amount
 from worker.payments.payload import _currency, _minor_units, _obj, _str
 from worker.payments.topups import (
     credit_topup,
@@ -176,4 +178,38 @@ def _reverse(
         refund_id=refund_id,
         refund_amount=amount,
         refund_currency=currency,
+    )
+
+
+def stripe_charge_dispute(session: Session, payload: dict[str, Any]) -> Handled:
+    """``charge.dispute.created`` holds the disputed credit; ``charge.dispute.closed`` with
+    status ``lost`` takes it, with ``won`` (or ``warning_closed``, an inquiry that never became
+    a chargeback) releases it. The payment is the dispute's payment intent (else its
+    charge), as top-ups are keyed."""
+    event_type = _str(payload, "type", "type")
+    dispute = _stripe_object(payload)
+    intent = dispute.get("payment_intent")
+    payment_id = intent if isinstance(intent, str) and intent else dispute.get("charge")
+    if not isinstance(payment_id, str) or not payment_id:
+        raise ValidationFailed("data.object.charge", "expected the disputed charge's id")
+    if event_type == "charge.dispute.created":
+        action: Action = "open"
+    else:
+        status = dispute.get("status")
+        if status == "lost":
+            action = "lose"
+        elif status in ("won", "warning_closed"):
+            action = "win"
+        else:
+            return Handled("ignored", {"reason": f"dispute closed with status {status!r}"})
+    currency = _currency(dispute.get("currency"), "data.object.currency")
+    return apply_dispute(
+        session,
+        provider="stripe",
+        event_type=event_type,
+        dispute_id=_str(dispute, "id", "data.object.id"),
+        payment_id=payment_id,
+        amount=dispute_amount(dispute.get("amount"), currency, "data.object.amount"),
+        currency=currency,
+        action=action,
     )

@@ -1,4 +1,5 @@
-"""wallet holds (work in flight, disputes) and the wallet's held total and depleted state
+"""wallet holds (work in flight, disputes), top-up disputes, the wallet's held total and
+depleted state
 
 Revision ID: 0015
 Revises: 0014
@@ -9,6 +10,9 @@ a hold, so the available balance (balance - held) is read without summing. A hol
 moves only from ``active``, once, to ``captured``, ``released`` or ``expired``; the trigger
 refuses every other change and any DELETE (and, on PostgreSQL, any change of ``wallets.held``
 not made by that trigger, and TRUNCATE, as for the ledger in 0014).
+
+``topup_disputes`` records each provider dispute of a top-up and what it did (its hold, its
+``dispute`` debit when lost).
 
 ``wallets.depleted`` records whether the available balance is 0 (``wallet.depleted`` fires
 when it becomes true): existing wallets start in the state their balance says.
@@ -180,6 +184,43 @@ def upgrade() -> None:
         postgresql_where=sa.text("status = 'active' AND expires_at IS NOT NULL"),
         sqlite_where=sa.text("status = 'active' AND expires_at IS NOT NULL"),
     )
+    op.create_table(
+        "topup_disputes",
+        sa.Column("customer_id", sa.String(length=64), nullable=False),
+        sa.Column("provider", sa.String(length=32), nullable=False),
+        sa.Column("dispute_id", sa.String(length=255), nullable=False),
+        sa.Column("payment_id", sa.String(length=255), nullable=False),
+        sa.Column("currency", sa.String(length=3), nullable=False),
+        sa.Column("disputed_amount", sa.BigInteger(), nullable=False),
+        sa.Column("share", sa.BigInteger(), nullable=False),
+        sa.Column("held", sa.BigInteger(), nullable=False),
+        sa.Column("shortfall", sa.BigInteger(), nullable=False),
+        sa.Column("status", sa.String(length=8), nullable=False),
+        sa.Column("hold_id", sa.String(length=64), nullable=True),
+        sa.Column("ledger_entry_id", sa.String(length=64), nullable=True),
+        sa.Column("closing_event", sa.String(length=64), nullable=True),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("closed_at", sa.DateTime(timezone=True), nullable=True),
+        sa.CheckConstraint("disputed_amount > 0", name=op.f("ck_topup_disputes_disputed_positive")),
+        sa.CheckConstraint("share >= 0", name=op.f("ck_topup_disputes_share_non_negative")),
+        sa.CheckConstraint(
+            "held >= 0 AND held <= share", name=op.f("ck_topup_disputes_held_within_share")
+        ),
+        sa.CheckConstraint(
+            "shortfall = share - held", name=op.f("ck_topup_disputes_shortfall_is_unheld_share")
+        ),
+        sa.CheckConstraint(
+            "status IN ('open', 'lost', 'won')", name=op.f("ck_topup_disputes_status_valid")
+        ),
+        sa.ForeignKeyConstraint(
+            ["customer_id", "currency"],
+            ["wallets.customer_id", "wallets.currency"],
+            name="fk_topup_disputes_wallet",
+        ),
+        sa.PrimaryKeyConstraint(
+            "customer_id", "provider", "dispute_id", name=op.f("pk_topup_disputes")
+        ),
+    )
     if postgres:
         op.execute(_PG_GUARDS)
     else:
@@ -189,6 +230,7 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     postgres = op.get_bind().dialect.name == "postgresql"
+    op.drop_table("topup_disputes")
     op.drop_table("wallet_holds")  # its triggers go with it
     if postgres:
         op.execute("DROP TRIGGER IF EXISTS wallets_held_by_holds ON wallets")
