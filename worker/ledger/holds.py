@@ -326,7 +326,11 @@ def capture_hold(
         captured_amount=taken,
         entry_id=posted.entry.id if posted else None,
     )
-    commit_hooks.wallet_changed(session, customer_id, hold.currency)
+    if posted is None:
+        # Nothing debited: the release alone changed what is available.
+        commit_hooks.wallet_changed(session, customer_id, hold.currency)
+    # Otherwise the posting told the commit hooks the wallet's state after it, its held
+    # total already without this hold (``unheld``): no second read at commit.
     return HoldOutcome(closed, shortfall=amount - taken, posted=posted)
 
 
