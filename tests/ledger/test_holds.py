@@ -8,6 +8,9 @@ import time
 from datetime import timedelta
 
 import pytest
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
 from sqlalchemy import select, text
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
@@ -329,3 +332,80 @@ def test_a_new_wallet_is_not_announced_as_depleted(hs: Settings, cid: str) -> No
     credit(hs, cid, 10)
     assert events(hs, "wallet.depleted") == []
     assert wallet(hs, cid).depleted is False
+
+
+def test_credit_expiring_under_a_hold_leaves_the_capture_what_the_live_lots_hold(
+    hs: Settings, cid: str
+) -> None:
+    from tests.support.lots import expire, expiring_lot, wait_until_past
+
+    credit(hs, cid, 100)
+    lot_id, moment = expiring_lot(lambda: transaction(hs), cid, 400)
+    h = hold(hs, cid, 450).hold
+    wait_until_past(moment)
+    expire(lambda: transaction(hs), cid, lot_id)
+    w = wallet(hs, cid)
+    assert (w.balance, w.held) == (100, 450)  # held above the balance: nothing available
+    with transaction(hs) as s:
+        outcome = holds.capture_hold(s, customer_id=cid, hold_id=h.hold_id, actor="t")
+    assert (outcome.hold.captured_amount, outcome.shortfall) == (100, 350)
+    assert (wallet(hs, cid).balance, wallet(hs, cid).held) == (0, 0)
+    check(hs)
+
+
+def test_release_expired_holds_runs_through_tasks_run(hs: Settings, cid: str, cli) -> None:
+    credit(hs, cid, 1000)
+    h = hold(hs, cid, 100, expires_in_seconds=1).hold
+    while utcnow() <= h.expires_at:
+        time.sleep(0.05)
+    ran = cli("tasks", "run", "release-expired-holds", "--sync")
+    assert ran.code == 0, ran.err
+    assert '"expired": 1' in ran.out
+    assert wallet(hs, cid).held == 0
+
+
+@given(
+    ops=st.lists(
+        st.tuples(
+            st.sampled_from(["hold", "capture", "release", "debit", "credit"]), st.integers(1, 400)
+        ),
+        max_size=25,
+    )
+)
+@hsettings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
+def test_any_sequence_keeps_held_equal_to_active_holds_and_never_overspends(
+    hs: Settings, cid: str, ops: list[tuple[str, int]]
+) -> None:
+    with transaction(hs) as s:
+        before = s.get(Wallet, (cid, "USD"))
+        start_balance, start_held = before.balance, before.held
+    active: list[str] = []
+    for op, n in ops:
+        try:
+            with transaction(hs) as s:
+                if op == "credit":
+                    ledger.post(s, [ledger.Leg(cid, "USD", n, is_credit=True)])
+                elif op == "debit":
+                    ledger.post(s, [ledger.Leg(cid, "USD", n, is_credit=False)])
+                elif op == "hold":
+                    active.append(
+                        holds.create_hold(
+                            s, customer_id=cid, currency="USD", amount=n, actor="p"
+                        ).hold.hold_id
+                    )
+                elif active:
+                    hold_id = active.pop(n % len(active))
+                    if op == "capture":
+                        holds.capture_hold(
+                            s, customer_id=cid, hold_id=hold_id, actor="p", amount=None
+                        )
+                    else:
+                        holds.release_hold(s, customer_id=cid, hold_id=hold_id, actor="p")
+        except InsufficientBalance:
+            pass
+        with transaction(hs) as s:
+            w = s.get(Wallet, (cid, "USD"))
+            assert w.held == holds.held_total(s, cid, "USD")
+            assert w.balance >= w.held  # no credit expires here: held stays covered
+    check(hs)
+    assert start_balance >= 0 and start_held >= 0
