@@ -325,3 +325,18 @@ def test_stripe_closed_before_created_waits(client, tx, stripe_paid) -> None:
     drain(tx)
     drain(tx)
     assert (wallet(tx), disputed(tx)) == ((0, 0), [1500])
+
+
+def test_a_dispute_hold_cannot_be_released_or_captured_through_the_api(client, tx, paid) -> None:
+    send_dodo(client, dodo_dispute("dispute.opened", paid, "dsp_api"))
+    drain(tx)
+    hold_id = dispute_row(tx, "dsp_api").hold_id
+    auth = {"Authorization": "Bearer test-key"}
+    for action in ("release", "capture"):
+        r = client.post(f"/customers/{CUSTOMER}/wallets/holds/{hold_id}/{action}", headers=auth)
+        assert (r.status_code, r.json["field"]) == (422, "hold_id")
+    listed = client.get(f"/customers/{CUSTOMER}/wallets/holds?kind=dispute", headers=auth).json
+    assert [(h["hold_id"], h["kind"], h["expires_at"]) for h in listed["items"]] == [
+        (hold_id, "dispute", None)
+    ]
+    assert wallet(tx) == (2000, 2000)

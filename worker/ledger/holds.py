@@ -257,10 +257,13 @@ def create_hold(
 
 
 def _locked_hold(
-    session: Session, customer_id: str, hold_id: str
+    session: Session, customer_id: str, hold_id: str, kind: str
 ) -> tuple[WalletHold, LockedWallet]:
     """The hold, read again after its wallet's lock (every move of it takes that lock)."""
     hold = get_hold(session, customer_id, hold_id)
+    if hold.kind != kind:
+        # A dispute's hold ends with its dispute (worker.payments.disputes), never by a call.
+        raise ValidationFailed("hold_id", f"{hold_id} is a {hold.kind} hold; it ends with it")
     wallet = lock_wallets(session, [(customer_id, hold.currency)])[(customer_id, hold.currency)]
     return get_hold(session, customer_id, hold_id), wallet
 
@@ -275,6 +278,7 @@ def capture_hold(
     event_type: str = "usage",
     reason: str | None = None,
     now: datetime | None = None,
+    kind: str = "hold",
 ) -> HoldOutcome:
     """Capture ``amount`` of an active hold (default all of it): one debit entry for it and
     the rest released, in the caller's transaction. Never commits.
@@ -286,7 +290,7 @@ def capture_hold(
     """
     if amount is not None:
         validate_amount(amount)
-    hold, wallet = _locked_hold(session, customer_id, hold_id)
+    hold, wallet = _locked_hold(session, customer_id, hold_id, kind)
     now = now or utcnow()
     if hold.status == "captured" and (amount is None or amount == hold.captured_amount):
         return HoldOutcome(hold, replayed=True)
@@ -335,11 +339,17 @@ def capture_hold(
 
 
 def release_hold(
-    session: Session, *, customer_id: str, hold_id: str, actor: str, now: datetime | None = None
+    session: Session,
+    *,
+    customer_id: str,
+    hold_id: str,
+    actor: str,
+    now: datetime | None = None,
+    kind: str = "hold",
 ) -> HoldOutcome:
     """Release all of an active hold. Never commits. A hold already released (or expired)
     answers as it stands; a captured one raises ``HoldNotActive``."""
-    hold, _ = _locked_hold(session, customer_id, hold_id)
+    hold, _ = _locked_hold(session, customer_id, hold_id, kind)
     now = now or utcnow()
     if hold.status in ("released", "expired"):
         return HoldOutcome(hold, replayed=True)

@@ -130,6 +130,7 @@ def apply_dispute(
                 event_type="dispute",
                 reason=f"{provider} dispute {dispute_id} of payment {payment_id} lost",
                 now=now,
+                kind="dispute",
             )
             taken = outcome.hold.captured_amount if outcome.hold else 0
             row.ledger_entry_id = outcome.hold.entry_id if outcome.hold else None
@@ -137,7 +138,12 @@ def apply_dispute(
             topup.reversed_amount = min(topup.credited_amount, topup.reversed_amount + taken)
         else:
             holds.release_hold(
-                session, customer_id=row.customer_id, hold_id=row.hold_id, actor=actor, now=now
+                session,
+                customer_id=row.customer_id,
+                hold_id=row.hold_id,
+                actor=actor,
+                now=now,
+                kind="dispute",
             )
     row.status = "lost" if action == "lose" else "won"
     row.closing_event = event_type
