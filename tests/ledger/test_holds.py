@@ -409,3 +409,17 @@ def test_any_sequence_keeps_held_equal_to_active_holds_and_never_overspends(
             assert w.balance >= w.held  # no credit expires here: held stays covered
     check(hs)
     assert start_balance >= 0 and start_held >= 0
+
+
+def test_a_charge_takes_only_the_available_balance(hs: Settings, cid: str) -> None:
+    from worker.charges import checkout
+
+    credit(hs, cid, 1000)
+    hold(hs, cid, 700)
+    with transaction(hs) as s:
+        view = checkout.charge(s, cid, 500, "USD", "order-1")
+        assert view.charge.applied_amount == 300
+    with pytest.raises(InsufficientBalance), transaction(hs) as s:
+        checkout.charge(s, cid, 1, "USD", "order-2", allow_partial=False)
+    assert (wallet(hs, cid).balance, wallet(hs, cid).held) == (700, 700)
+    check(hs)
