@@ -17,6 +17,7 @@ import logging
 import os
 import time
 from collections.abc import Iterator
+from typing import Any
 
 from flask import Flask, Response, current_app, g, request
 from flask_openapi3 import APIBlueprint, Tag
@@ -124,7 +125,14 @@ def method_label(method: str) -> str:
 
 
 def instrument(app: Flask) -> None:
-    """Count every request by route template (not raw path: bounded label values)."""
+    """Count every request by route template (not raw path: bounded label values).
+
+    Each label set's child is looked up once per process and kept (``labels()`` takes a lock
+    and builds a tuple every call): a request then costs one increment and one observation.
+    The cache's keys are the label values, so it is as bounded as they are.
+    """
+    counters: dict[tuple[str, str, int], Any] = {}
+    latencies: dict[str, Any] = {}
 
     @app.before_request
     def _start() -> None:
@@ -132,11 +140,19 @@ def instrument(app: Flask) -> None:
 
     @app.after_request
     def _count(response: Response) -> Response:
-        route = request.url_rule.rule if request.url_rule is not None else "unmatched"
-        HTTP_REQUESTS.labels(
-            route=route, method=method_label(request.method), status=response.status_code
-        ).inc()
+        rule = request.url_rule
+        route = rule.rule if rule is not None else "unmatched"
+        key = (route, method_label(request.method), response.status_code)
+        counter = counters.get(key)
+        if counter is None:
+            counter = counters[key] = HTTP_REQUESTS.labels(
+                route=route, method=key[1], status=key[2]
+            )
+        counter.inc()
         started = g.get("_metrics_started")
         if started is not None:
-            HTTP_LATENCY.labels(route=route).observe(time.perf_counter() - started)
+            latency = latencies.get(route)
+            if latency is None:
+                latency = latencies[route] = HTTP_LATENCY.labels(route=route)
+            latency.observe(time.perf_counter() - started)
         return response

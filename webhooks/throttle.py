@@ -3,8 +3,10 @@
 Only failures are counted, and only after the key was judged: a request with a valid key
 never touches the counter, so no amount of failures from an address (or from anyone else)
 locks a valid key out. Flask-Limiter's route limits check *before* the view, which would
-refuse a valid key from a throttled address; so the limiter is used for what it does well
-(storage from a URI, the moving-window strategy) and hit here, when a key has failed.
+refuse a valid key from a throttled address; so its library, ``limits``, is used for what it
+does well (storage from a URI, the moving-window strategy) and hit here, when a key has
+failed. Flask-Limiter's extension is not installed: its ``before_request`` hook, which
+resolves (here: no) route limits on every request, was 12 % of a ledger request's CPU.
 
 Storage: ``RATELIMIT_STORAGE_URL`` if set; else the broker's Redis (one count for every
 gunicorn worker and host); else, on the embedded default or a non-Redis broker, each
@@ -20,9 +22,8 @@ import math
 import time
 
 from flask import Flask, current_app, request
-from flask_limiter import Limiter
 from limits import RateLimitItemPerMinute
-from limits.storage import MemoryStorage
+from limits.storage import MemoryStorage, Storage, storage_from_string
 from limits.strategies import MovingWindowRateLimiter, RateLimiter
 
 from worker.config import MIN_BOOTSTRAP_KEY_LENGTH, Settings, weak_bootstrap_key
@@ -56,27 +57,21 @@ class AuthThrottle:
         self.item = RateLimitItemPerMinute(settings.auth_failure_limit)
         # Stored on the app, not in a module global, so each create_app() (tests) starts empty.
         uri = storage_url(settings)
-        self.limiter = Limiter(
-            key_func=client_address,
-            storage_uri=uri,
-            # A Redis that does not answer must not hold a failing request for the OS's
-            # connect timeout (minutes): give up quickly and count in memory instead.
-            storage_options=(
-                {"socket_connect_timeout": 1, "socket_timeout": 1}
-                if uri.startswith("redis")
-                else {}
-            ),
-            strategy="moving-window",
+        # A Redis that does not answer must not hold a failing request for the OS's connect
+        # timeout (minutes): give up quickly and count in memory instead.
+        options = (
+            {"socket_connect_timeout": 1, "socket_timeout": 1} if uri.startswith("redis") else {}
         )
-        self.limiter.init_app(app)
+        self.storage: Storage = storage_from_string(uri, **options)
+        self.strategy: RateLimiter = MovingWindowRateLimiter(self.storage)
         self._fallback: RateLimiter = MovingWindowRateLimiter(MemoryStorage())
 
     def count_failure(self, address: str) -> None:
         """Count one failure of ``address``; raise ``TooManyFailedAuthentications`` past
         the limit (that failure is not counted, so the window keeps moving)."""
         try:
-            allowed = self.limiter.limiter.hit(self.item, NAMESPACE, address)
-            strategy = self.limiter.limiter
+            allowed = self.strategy.hit(self.item, NAMESPACE, address)
+            strategy = self.strategy
         except Exception as exc:  # the storage (Redis) is down: count in this process
             log.warning("auth throttle storage unavailable (%s): counting in memory", exc)
             strategy = self._fallback
