@@ -2,7 +2,7 @@
 
 Creates a scratch PostgreSQL database and a private redis-server, migrates the database,
 measures the raw-SQL references with pgbench, then runs every module in ``MODULES`` while
-sampling the RSS of every gunicorn and celery process they start, and prints one table with
+sampling the RSS of every web server and celery process they start, and prints one table with
 the goal and the load generator next to each figure. ``--soak`` then runs the mixed soak load
 (``benchmarks.soak``). A module that fails to import or run is reported as a FAILED row and
 makes the exit status 1: nothing is skipped silently.
@@ -95,7 +95,10 @@ def format_table(rows: list[Row]) -> str:
 def memory_rows(sampler: memory.Sampler) -> list[Row]:
     """Peak RSS of the web and worker processes over the whole run (not a soak)."""
     rows = []
-    for group, label in (("web", "web (gunicorn master + workers)"), ("worker", "worker (celery)")):
+    for group, label in (
+        ("web", "web (server main process + workers)"),
+        ("worker", "worker (celery)"),
+    ):
         peak = sampler.peaks[group]
         if not peak.processes:  # the selected modules started no such process
             continue
@@ -137,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     failed = False
     started = datetime.now(UTC)
     with ExitStack() as stack:
-        # BENCH_KEEP_LOGS=1 keeps the work directory (gunicorn/celery logs, wrk scripts).
+        # BENCH_KEEP_LOGS=1 keeps the work directory (web server/celery logs, wrk scripts).
         workdir = tempfile.mkdtemp(prefix="bw-bench-")
         if os.environ.get("BENCH_KEEP_LOGS"):
             print(f"work directory (kept): {workdir}")

@@ -1,4 +1,5 @@
-"""HTTP: ``POST /customers/{id}/wallets/ledger-entries`` through gunicorn, driven by ``wrk``.
+"""HTTP: ``POST /customers/{id}/wallets/ledger-entries`` through the Procfile's web server
+(granian), driven by ``wrk``; then the server A/B (gunicorn gthread against granian).
 
 Eight concurrent clients (``wrk -c8``, Lua script, a distinct idempotency key per request)
 credit 1 cent either to a random one of the 10,000 wallets ``benchmarks.pgbench`` seeded
@@ -74,6 +75,7 @@ def run(ctx: Context) -> list[Row]:
                 load=f"process pool ({2 if ctx.quick else 4}, paced)",
             )
         )
+    rows += server_ab(ctx)
     settings = Settings(database_url=ctx.database_url)
     with transaction(settings) as s:
         report = ledger.verify(s)
@@ -81,6 +83,70 @@ def run(ctx: Context) -> list[Row]:
     if not report.ok:
         raise RuntimeError(
             "verify failed after the HTTP benchmark: " + "; ".join(report.problems[:5])
+        )
+    return rows
+
+
+# -- server A/B ---------------------------------------------------------------------------------
+
+
+def server_ab(ctx: Context) -> list[Row]:
+    """gunicorn gthread against granian: same app, database, workers and threads, alternating
+    which goes first in each round; each started fresh for its turn. The connections each
+    worker holds are counted halfway through every turn (keep-alive spread)."""
+    rounds = 1 if ctx.quick else 2
+    duration = 3 if ctx.quick else 8
+    shapes = (
+        {"spread": SHAPES["spread"]} if ctx.quick else {k: SHAPES[k] for k in ("spread", "hot")}
+    )
+    environment = services.service_env(ctx)
+    where = services.workdir(ctx, "server_ab")
+    results: dict[tuple[str, str], list[dict]] = {}
+    for n in range(rounds):
+        order = services.SERVERS if n % 2 == 0 else tuple(reversed(services.SERVERS))
+        for server in order:
+            with services.web(
+                environment, where, services.WEB_WORKERS, services.WEB_THREADS, server=server
+            ) as base:
+                port = base.rsplit(":", 1)[1]
+                for label, (first, last, entry_type, _ref) in shapes.items():
+                    script = where / f"ab_{label}.lua"
+                    script.write_text(_LUA % (first, last, API_KEY, entry_type))
+                    services.wrk(base, script, 1, CLIENTS)  # warm-up
+                    spread: dict[int, int] = {}
+                    result = services.wrk(
+                        base,
+                        script,
+                        duration,
+                        CLIENTS,
+                        during=lambda p=port, out=spread: out.update(
+                            services.connections_per_worker(p)
+                        ),
+                    )
+                    result["spread"] = sorted(spread.values(), reverse=True)
+                    results.setdefault((server, label), []).append(result)
+    rows = []
+    for (server, label), runs in results.items():
+        ref = SHAPES[label][3]
+        rates = sorted(r["rps"] for r in runs)
+        rate = rates[len(rates) // 2] if len(rates) % 2 else sum(rates) / len(rates)
+        p99s = sorted(r["p99"] for r in runs)
+        load = f"wrk -c{CLIENTS} (Lua)"
+        rows.append(
+            Row(
+                SECTION,
+                f"server A/B: {server} {label}",
+                rate,
+                "req/s",
+                reference=ref,
+                ratio=ctx.ratio(rate, ref),
+                note=f"{services.describe(server)}; {len(runs)} x {duration}s, "
+                f"req/s {' / '.join(f'{rps:.0f}' for rps in (r['rps'] for r in runs))}; "
+                f"p99 {' / '.join(f'{p:.1f}' for p in p99s)} ms; connections per worker "
+                + " / ".join("-".join(map(str, r["spread"])) or "?" for r in runs)
+                + f"; non-2xx {sum(r['non2xx'] for r in runs)}",
+                load=load,
+            )
         )
     return rows
 

@@ -1,4 +1,4 @@
-"""Resident memory of the web (gunicorn) and worker (celery) processes during a run.
+"""Resident memory of the web (granian or gunicorn) and worker (celery) processes during a run.
 
 A background thread samples every process descended from this one (the benchmark starts
 gunicorn and celery as its children) and keeps, per group, the largest single process and the
@@ -17,7 +17,9 @@ try:  # optional: the /proc fallback gives the same figures on Linux
 except ImportError:  # pragma: no cover - depends on the environment
     psutil = None
 
-GROUPS = {"web": "gunicorn", "worker": "celery"}
+# A marker in a process's command line, or in its parent's (granian's workers are
+# multiprocessing children whose own command line names neither).
+GROUPS = {"web": ("gunicorn", "worker.infra.web_server"), "worker": ("celery",)}
 
 
 def _descendants_proc(root: int) -> list[int]:
@@ -54,6 +56,20 @@ def _rss_proc(pid: int) -> tuple[str, int] | None:
     return None
 
 
+def _with_parent(pid: int) -> tuple[str, int] | None:
+    sample = _rss_proc(pid)
+    if sample is None:
+        return None
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            parent = int(handle.read().rsplit(")", 1)[1].split()[1])
+        with open(f"/proc/{parent}/cmdline", "rb") as handle:
+            above = handle.read().replace(b"\0", b" ").decode(errors="replace")
+    except (OSError, ValueError):
+        above = ""
+    return sample[0] + " " + above, sample[1]
+
+
 def snapshot() -> dict[str, list[int]]:
     """RSS in bytes of every web and worker process descended from this process, by group."""
     groups: dict[str, list[int]] = {name: [] for name in GROUPS}
@@ -61,15 +77,18 @@ def snapshot() -> dict[str, list[int]]:
         samples = []
         for proc in psutil.Process().children(recursive=True):
             try:
-                samples.append((" ".join(proc.cmdline()), proc.memory_info().rss))
+                parent = proc.parent()
+                above = " ".join(parent.cmdline()) if parent is not None else ""
+                samples.append((" ".join(proc.cmdline()) + " " + above, proc.memory_info().rss))
             except psutil.Error:
                 continue
     else:
-        samples = [s for pid in _descendants_proc(os.getpid()) if (s := _rss_proc(pid))]
+        samples = [s for pid in _descendants_proc(os.getpid()) if (s := _with_parent(pid))]
     for cmdline, rss in samples:
-        for name, marker in GROUPS.items():
-            if marker in cmdline and "wrk" not in cmdline.split(" ", 1)[0]:
+        for name, markers in GROUPS.items():
+            if any(m in cmdline for m in markers) and "wrk" not in cmdline.split(" ", 1)[0]:
                 groups[name].append(rss)
+                break
     return groups
 
 

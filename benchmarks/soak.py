@@ -1,9 +1,9 @@
 """``--soak``: a long, moderate mixed load, sampling web and worker RSS throughout.
 
-One gunicorn (the web) and one Celery worker serve, for ``seconds``: paced ledger-entry POSTs,
+One web server (granian) and one Celery worker serve, for ``seconds``: paced ledger-entry POSTs,
 paced signed payment webhooks (credited by the worker) and usage batches (billed by the
 worker), each from its own load process (a process pool, not this interpreter). A sampler reads
-the RSS of every gunicorn and celery process every few seconds. After a warm-up (imports,
+the RSS of every web server and celery process every few seconds. After a warm-up (imports,
 pools and caches filling: the first 20% of the run, at most 60 s) every sample must stay
 within ±10% of the first post-warm-up sample for the row to say "flat".
 """
@@ -53,7 +53,7 @@ def run(ctx: Context, seconds: float) -> list[Row]:
         f"{USAGE_BATCH} usage events/s)"
     )
     rows = []
-    for group, label in (("web", "web (gunicorn)"), ("worker", "worker (celery)")):
+    for group, label in (("web", "web (granian)"), ("worker", "worker (celery)")):
         series = [totals[group] for totals in steady if totals[group]]
         if not series:
             raise RuntimeError(f"no {group} RSS samples during the soak")

@@ -1,5 +1,6 @@
 """Real components for benchmarks and tests: scratch PostgreSQL databases, a private
-redis-server, gunicorn and Celery started healthy with this checkout on PYTHONPATH.
+redis-server, the web server (granian, or gunicorn) and Celery started healthy with this
+checkout on PYTHONPATH.
 
 Nothing here mocks anything: each helper starts the real component and stops it by PID
 (``worker.infra.processes``, which ``billing-worker serve`` uses too). The tests import these
@@ -22,7 +23,7 @@ import httpx
 import psycopg
 
 from worker.infra import processes
-from worker.infra.processes import celery_command, gunicorn_command, stop
+from worker.infra.processes import celery_command, gunicorn_command, stop, web_command
 
 ROOT = Path(__file__).resolve().parent.parent
 PG_ADMIN_DSN = os.environ.get(
@@ -125,25 +126,51 @@ def gunicorn(
     port: int | None = None,
     extra: list[str] | None = None,
 ) -> Iterator[str]:
-    """``gunicorn 'webhooks:create_app()'`` on a free port, as the Procfile runs it; yields its
+    """``gunicorn 'webhooks:create_app()'`` with the config module on a free port; yields its
     base URL once /healthz answers."""
     port = port or free_port()
-    log = tmp / f"gunicorn-{port}.log"
     args = gunicorn_command(
         f"127.0.0.1:{port}", workers, ["--graceful-timeout", "5", *(extra or [])]
     )
+    with _healthy(args, env, tmp / f"gunicorn-{port}.log", port, "gunicorn") as base:
+        yield base
+
+
+@contextmanager
+def web_server(
+    env: Mapping[str, str],
+    tmp: Path,
+    workers: int = 2,
+    threads: int = 4,
+    port: int | None = None,
+    extra: list[str] | None = None,
+) -> Iterator[str]:
+    """The Procfile's web server (granian, ``worker.infra.web_server``) on a free port; yields
+    its base URL once /healthz answers."""
+    port = port or free_port()
+    args = web_command(
+        f"127.0.0.1:{port}", workers, threads, ["--graceful-timeout", "5", *(extra or [])]
+    )
+    with _healthy(args, env, tmp / f"web-{port}.log", port, "the web server") as base:
+        yield base
+
+
+@contextmanager
+def _healthy(
+    args: list[str], env: Mapping[str, str], log: Path, port: int, what: str
+) -> Iterator[str]:
     proc = spawn(args, env, log)
     base = f"http://127.0.0.1:{port}"
 
     def healthy() -> bool:
         if proc.poll() is not None:
-            raise RuntimeError(f"gunicorn exited: {log.read_text()}")
+            raise RuntimeError(f"{what} exited: {log.read_text()}")
         try:
             return httpx.get(base + "/healthz", timeout=1).status_code in (200, 503)
         except httpx.HTTPError:
             return False
 
-    wait_until(healthy, timeout=30, what="gunicorn")
+    wait_until(healthy, timeout=90, what=what)  # a loaded 2-core machine: 20 s seen
     try:
         yield base
     finally:

@@ -11,6 +11,10 @@ authentications per address), ``metrics`` (``/metrics`` and request counters), `
 from __future__ import annotations
 
 import logging
+import os
+from collections.abc import Callable
+from types import FunctionType
+from typing import Any
 
 from flask_openapi3 import Info, OpenAPI
 from pydantic import ValidationError
@@ -29,11 +33,32 @@ from webhooks.api import (
 from webhooks.auth import SECURITY_SCHEMES, require_api_key
 from webhooks.strict_json import StrictJSONProvider, StrictJSONRequest
 from worker.config import Settings, get_settings
+from worker.infra.gc_tuning import freeze_startup_objects
 from worker.infra.logs import configure_logging
 from worker.notify import commit_hooks
 from worker.usage.pricing import get_pricing
 
 MAX_BODY_BYTES = 1024 * 1024
+
+
+def _remember_sync_checks(app: OpenAPI) -> None:
+    """Flask asks ``inspect.iscoroutinefunction`` about every hook and view on every request
+    (2 % of a ledger request's CPU); the answer for a given function never changes. Bounded:
+    only plain functions are remembered (a bound method is new each time), at most 1024."""
+    check = app.ensure_sync
+    known: dict[Callable[..., Any], Callable[..., Any]] = {}
+
+    def ensure_sync(func: Callable[..., Any]) -> Callable[..., Any]:
+        done = known.get(func) if type(func) is FunctionType else None
+        if done is None:
+            done = check(func)
+            if type(func) is FunctionType:
+                if len(known) >= 1024:
+                    known.clear()
+                known[func] = done
+        return done
+
+    app.ensure_sync = ensure_sync  # type: ignore[method-assign]
 
 
 def create_app(settings: Settings | None = None) -> OpenAPI:
@@ -56,6 +81,7 @@ def create_app(settings: Settings | None = None) -> OpenAPI:
     app.config["SETTINGS"] = settings
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
     app.json = StrictJSONProvider(app)
+    _remember_sync_checks(app)
     app.request_class = StrictJSONRequest
     errors.register(app)
     throttle.install(app, settings)
@@ -85,4 +111,20 @@ def create_app(settings: Settings | None = None) -> OpenAPI:
     if not logging.getLogger().handlers:  # gunicorn, flask run; a test runner keeps its own
         configure_logging()
     openapi.install(app, settings.wallet_currencies)
+    return app
+
+
+def serve_app() -> OpenAPI:
+    """The app as a server worker runs it (``worker.infra.web_server``'s factory, once per
+    worker process): ``create_app()``, then the start-up objects frozen out of the garbage
+    collector's full collections (``worker.infra.gc_tuning``), and with
+    PROMETHEUS_MULTIPROC_DIR the worker's live samples marked dead when it exits."""
+    app = create_app()
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from multiprocessing.util import Finalize
+
+        from prometheus_client import multiprocess
+
+        Finalize(None, multiprocess.mark_process_dead, args=(os.getpid(),), exitpriority=0)
+    freeze_startup_objects()
     return app

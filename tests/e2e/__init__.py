@@ -1,1 +1,2 @@
-"""Whole-stack tests: gunicorn, Celery and beat as real processes on a private redis-server."""
+"""Whole-stack tests: the web server (granian), Celery and beat as real processes on a private
+redis-server."""

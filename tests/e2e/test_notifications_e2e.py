@@ -1,5 +1,5 @@
-"""End to end with the Procfile's processes: gunicorn, a Celery worker and beat on a private
-redis-server, PostgreSQL, and a local receiver verifying every signed delivery."""
+"""End to end with the Procfile's processes: the web server (granian), a Celery worker and beat
+on a private redis-server, PostgreSQL, and a local receiver verifying every signed delivery."""
 
 from __future__ import annotations
 
@@ -23,12 +23,12 @@ from tests.support.processes import (
     create_pg_database,
     drop_pg_database,
     free_port,
-    gunicorn,
     process_env,
     redis_server,
     spawn,
     stop,
     wait_until,
+    web_server,
 )
 from tests.support.receiver import Receiver, start_receiver
 from worker import ledger
@@ -127,7 +127,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
                 tmp / "celery-beat.log",
             )
             try:
-                with gunicorn(env, tmp, extra=["-c", "python:worker.gunicorn_conf"]) as base:
+                with web_server(env, tmp) as base:
                     settings = settings.with_overrides(
                         low_balance_thresholds="USD=1000",
                         notify_webhook_url=receiver.url + "/default",
@@ -328,7 +328,7 @@ def test_broker_down_never_fails_a_request_and_the_scan_catches_up(stack: Stack)
     dead_broker = f"redis://127.0.0.1:{free_port()}/0"
     env = {**stack.env, "CELERY_BROKER_URL": dead_broker}
     env.pop("PROMETHEUS_MULTIPROC_DIR")
-    with gunicorn(env, stack.tmp, workers=1) as base:
+    with web_server(env, stack.tmp, workers=1) as base:
         down = httpx.get(base + "/healthz", timeout=10)
         assert down.status_code == 503 and down.json()["broker"].startswith("down")
         cut_off = Stack(base, env, stack.settings, stack.receiver, 0, stack.tmp)

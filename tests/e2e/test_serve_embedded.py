@@ -47,7 +47,7 @@ def test_serve_on_embedded_default_credits_a_signed_payment(tmp_path: Path) -> N
 
         def delivered() -> bool:
             # A provider retries a delivery whose connection failed; so does this test (the
-            # second gunicorn worker may still be booting on a busy machine).
+            # second web server worker may still be booting on a busy machine).
             try:
                 return post_dodo(base, payload).status_code == 200
             except httpx.TransportError:

@@ -1,4 +1,4 @@
-"""End to end on PostgreSQL: the Dodo SDK against gunicorn, a real Celery worker on a private
+"""End to end on PostgreSQL: the Dodo SDK against the web server, a real Celery worker on a private
 redis-server, billing each event exactly once."""
 
 from __future__ import annotations
@@ -14,11 +14,11 @@ from tests.support.processes import (
     celery_worker,
     create_pg_database,
     drop_pg_database,
-    gunicorn,
     process_env,
     redis_server,
     stop,
     wait_until,
+    web_server,
 )
 from tests.support.usage import PRICING_TOML, accounting, assert_exact, new_customer
 from worker import usage
@@ -34,7 +34,7 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory):
-    """(settings, base_url): PostgreSQL, redis-server, gunicorn and a Celery worker."""
+    """(settings, base_url): PostgreSQL, redis-server, the web server and a Celery worker."""
     tmp = tmp_path_factory.mktemp("usage-e2e")
     name, url = create_pg_database()
     settings = Settings(database_url=url, api_key=E2E_KEY)
@@ -50,7 +50,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory):
         )
         worker = celery_worker(env, tmp, concurrency=2)
         try:
-            with gunicorn(env, tmp, workers=2) as base:
+            with web_server(env, tmp, workers=2) as base:
                 yield settings, base
         finally:
             stop(worker)
@@ -63,7 +63,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory):
 
 @pytest.fixture
 def sdk(stack):
-    """The official Dodo SDK pointed at gunicorn."""
+    """The official Dodo SDK pointed at the web server."""
     _, base = stack
     with dodopayments.DodoPayments(bearer_token=E2E_KEY, base_url=base, max_retries=0) as c:
         yield c

@@ -1,4 +1,4 @@
-"""End to end: signed webhook -> gunicorn -> inbox -> real Celery worker (private Redis)
+"""End to end: signed webhook -> the web server -> inbox -> real Celery worker (private Redis)
 -> wallet credited exactly once."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import httpx
 import pytest
 
-from tests.support.processes import celery_worker, gunicorn, redis_server, stop
+from tests.support.processes import celery_worker, redis_server, stop, web_server
 from tests.support.webhooks import (
     dodo_headers,
     dodo_payment,
@@ -38,13 +38,13 @@ class Stack:
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    """PostgreSQL + private redis-server + gunicorn + a Celery worker, shared by this module."""
+    """PostgreSQL, a private redis-server, the web server and a Celery worker, for this module."""
     tmp = tmp_path_factory.mktemp("webhooks-e2e")
     with migrated_pg_database() as settings, redis_server(tmp) as (redis_url, _):
         env = stack_env(settings, redis_url)
         worker = celery_worker(env, tmp, concurrency=2)
         try:
-            with gunicorn(env, tmp, workers=2) as base:
+            with web_server(env, tmp, workers=2) as base:
                 yield Stack(base, settings)
         finally:
             stop(worker)

@@ -1,4 +1,5 @@
-"""Real processes and databases for tests: PostgreSQL databases, redis-server, gunicorn, Celery.
+"""Real processes and databases for tests: PostgreSQL databases, redis-server, the web server
+(granian as the Procfile runs it; gunicorn), Celery.
 
 One implementation, shared with the benchmarks: the generic start/stop-by-PID functions are
 product code (``worker.infra.processes``, used by ``billing-worker serve``), the scratch
@@ -19,6 +20,7 @@ from benchmarks.support import (
     redis_server,
     spawn,
     wait_until,
+    web_server,
 )
 from worker.infra.processes import stop, stop_all
 
@@ -37,4 +39,5 @@ __all__ = [
     "stop",
     "stop_all",
     "wait_until",
+    "web_server",
 ]

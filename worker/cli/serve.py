@@ -13,7 +13,7 @@ import time
 import click
 
 from worker.infra import migrate
-from worker.infra.processes import celery_command, gunicorn_command, spawn, stop_all
+from worker.infra.processes import celery_command, spawn, stop_all, web_command
 
 
 @click.command()
@@ -25,12 +25,10 @@ from worker.infra.processes import celery_command, gunicorn_command, spawn, stop
 )
 @click.option("--host", default="127.0.0.1", show_default=True)
 def serve(port: int, host: str) -> None:
-    """Migrate, then run gunicorn, a Celery worker and beat until interrupted."""
+    """Migrate, then run the web server (granian), a Celery worker and beat until interrupted."""
     migrate.upgrade()
     commands = {
-        "web": gunicorn_command(
-            f"{host}:{port}", workers=2, extra=["--threads", "4", "--access-logfile", "-"]
-        ),
+        "web": web_command(f"{host}:{port}", workers=2, threads=4),
         "worker": celery_command(concurrency=2, extra=["--beat"]),
     }
     children = {name: spawn(cmd) for name, cmd in commands.items()}

@@ -33,6 +33,24 @@ def gunicorn_command(bind: str, workers: int = 2, extra: Sequence[str] = ()) -> 
     ]
 
 
+def web_command(
+    bind: str, workers: int = 2, threads: int = 4, extra: Sequence[str] = ()
+) -> list[str]:
+    """The Procfile's web server (granian, ``worker.infra.web_server``)."""
+    return [
+        sys.executable,
+        "-m",
+        "worker.infra.web_server",
+        "--bind",
+        bind,
+        "--workers",
+        str(workers),
+        "--threads",
+        str(threads),
+        *extra,
+    ]
+
+
 def celery_command(concurrency: int = 2, extra: Sequence[str] = ()) -> list[str]:
     """``celery -A worker worker`` (add ``--beat`` in ``extra`` for the embedded scheduler)."""
     return [
