@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from decimal import Decimal, InvalidOperation
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from typing import NamedTuple
 from urllib.parse import unquote, urlsplit, urlunsplit
 
@@ -112,17 +112,21 @@ class Settings:
 
     # -- parsed accessors (raise ConfigError naming the variable; from_env calls each once) --
 
-    @property
+    # The derived settings below are parsed on first use and kept (cached_property writes the
+    # instance's __dict__, which a frozen dataclass allows; a malformed value is not cached and
+    # raises again): the ledger path reads the thresholds and the notification targets on
+    # every posting, and parsing them each time was per-request work for nothing.
+    @cached_property
     def low_balance_threshold_map(self) -> dict[str, int]:
-        """LOW_BALANCE_THRESHOLDS as ``{"USD": 1000}`` (minor units)."""
+        """LOW_BALANCE_THRESHOLDS as ``{"USD": 1000}`` (minor units); shared: never change it."""
         return parse_thresholds(self.low_balance_thresholds, "LOW_BALANCE_THRESHOLDS")
 
-    @property
+    @cached_property
     def notify_retry_delays(self) -> tuple[float, ...]:
         """NOTIFY_RETRY_SCHEDULE: seconds to wait after failed attempt 1, 2, ..."""
         return _retry_schedule(self.notify_retry_schedule)
 
-    @property
+    @cached_property
     def notify_webhook(self) -> tuple[str, str] | None:
         """(url, secret) of NOTIFY_WEBHOOK_URL, or None when unset."""
         if not self.notify_webhook_url:
@@ -133,14 +137,14 @@ class Settings:
         _whsec(self.notify_webhook_secret, "NOTIFY_WEBHOOK_SECRET")
         return self.notify_webhook_url, self.notify_webhook_secret
 
-    @property
+    @cached_property
     def smtp(self) -> SmtpTarget | None:
         """SMTP_URL + NOTIFY_EMAIL_TO, or None when either is unset."""
         if not self.smtp_url or not self.notify_email_to:
             return None
         return _smtp(self.smtp_url, self.notify_email_to, self.notify_email_from)
 
-    @property
+    @cached_property
     def private_webhook_networks(self) -> tuple[IPNetwork, ...]:
         """ALLOW_PRIVATE_WEBHOOK_URLS: the non-public networks notifications may reach."""
         return parse_networks(self.allow_private_webhook_urls, "ALLOW_PRIVATE_WEBHOOK_URLS")
