@@ -12,6 +12,8 @@ from worker.errors import MalformedJSON, UnsupportedContentType, ValidationFaile
 def reject_repeated_query() -> None:
     """Every query parameter of the API is a single value: ``?a=1&a=2`` is ambiguous, so it is
     refused rather than silently reduced to one of its values."""
+    if not request.query_string:
+        return  # most requests: no query to parse into a MultiDict at all
     for name in request.args:
         if len(request.args.getlist(name)) > 1:
             raise ValidationFailed(name, "given more than once")
