@@ -18,7 +18,7 @@ from pathlib import Path
 from benchmarks.clients import API_KEY, WEBHOOK_SECRET
 from benchmarks.common import Context
 from benchmarks.support import USAGE_PRICING_TOML as PRICING
-from benchmarks.support import celery_worker, gunicorn, process_env, web_server
+from benchmarks.support import tcp_rows, celery_worker, gunicorn, process_env, web_server
 from worker.infra.processes import stop
 
 # The one web server and Celery worker every HTTP benchmark shares (started once per run).
@@ -200,16 +200,7 @@ def worker_pids(port: str | int) -> list[int]:
 
 def connections_per_worker(port: str | int) -> dict[int, int]:
     """Established client connections on ``port`` held by each worker process (pid -> count)."""
-    inodes: set[str] = set()
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        try:
-            lines = Path(table).read_text().splitlines()[1:]
-        except OSError:
-            continue
-        for line in lines:
-            fields = line.split()
-            if fields[3] == "01" and int(fields[1].rsplit(":", 1)[1], 16) == int(port):
-                inodes.add(fields[9])
+    inodes = {fields[9] for fields in tcp_rows(int(port)) if fields[3] == "01"}
     held: dict[int, int] = {}
     for pid in worker_pids(port):
         count = 0

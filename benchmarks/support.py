@@ -152,7 +152,28 @@ def web_server(
         f"127.0.0.1:{port}", workers, threads, ["--graceful-timeout", "5", *(extra or [])]
     )
     with _healthy(args, env, tmp / f"web-{port}.log", port, "the web server") as base:
+        # /healthz answers once one worker is up; each granian worker opens its own listener
+        # (SO_REUSEPORT) only when it has started, and connections made before that all go to
+        # the workers already listening (a keep-alive client stays there): wait for every one.
+        wait_until(lambda: listeners(port) >= workers, timeout=90, what="every worker")
         yield base
+
+
+def tcp_rows(port: int) -> Iterator[list[str]]:
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if int(fields[1].rsplit(":", 1)[1], 16) == port:
+                yield fields
+
+
+def listeners(port: int) -> int:
+    """Listening sockets on ``port`` (one per granian worker; gunicorn's workers share one)."""
+    return sum(1 for fields in tcp_rows(port) if fields[3] == "0A")
 
 
 @contextmanager
