@@ -18,7 +18,7 @@ from pathlib import Path
 from benchmarks.clients import API_KEY, WEBHOOK_SECRET
 from benchmarks.common import Context
 from benchmarks.support import USAGE_PRICING_TOML as PRICING
-from benchmarks.support import tcp_rows, celery_worker, gunicorn, process_env, web_server
+from benchmarks.support import celery_worker, gunicorn, process_env, tcp_rows, web_server
 from worker.infra.processes import stop
 
 # The one web server and Celery worker every HTTP benchmark shares (started once per run).
