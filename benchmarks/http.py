@@ -7,6 +7,10 @@ spending its lot): the same shapes as the ``raw_spread``/``raw_hot``/``raw_debit
 pgbench references of this run, so the ratio compares like with like. A paced, open-loop client in
 separate processes then measures p99 at half the peak rate (latency counted from each
 request's scheduled time, so a stall is not hidden by the client waiting).
+
+Holds: the same eight clients alternate ``POST .../wallets/holds`` (5 cents on a random
+wallet) and ``POST .../holds/{id}/capture`` (1 cent of it) for the hold the previous answer
+named: pairs per second against ``raw_hold_capture``, the same pair in plain SQL.
 """
 
 from __future__ import annotations
@@ -74,6 +78,7 @@ def run(ctx: Context) -> list[Row]:
                 load=f"process pool ({2 if ctx.quick else 4}, paced)",
             )
         )
+    rows += _holds(ctx, base, where, duration)
     settings = Settings(database_url=ctx.database_url)
     with transaction(settings) as s:
         report = ledger.verify(s)
@@ -85,7 +90,65 @@ def run(ctx: Context) -> list[Row]:
     return rows
 
 
+def _holds(ctx: Context, base: str, where, duration: int) -> list[Row]:  # type: ignore[no-untyped-def]
+    script = where / "holds_capture.lua"
+    script.write_text(_HOLDS_LUA % (FIRST_CUSTOMER, LAST_CUSTOMER, API_KEY))
+    services.wrk(base, script, 1, CLIENTS)  # warm-up
+    result = services.wrk(base, script, duration, CLIENTS)
+    # Requests alternate create and capture on each connection: a pair is two requests.
+    pairs = result["rps"] / 2
+    load = f"wrk -c{CLIENTS} (Lua)"
+    return [
+        Row(
+            SECTION,
+            "POST hold + capture pairs spread",
+            pairs,
+            "pairs/s",
+            goal=">= 0.5x raw",
+            reference="raw_hold_capture",
+            ratio=ctx.ratio(pairs, "raw_hold_capture"),
+            note=f"{services.describe()}; {duration}s; requests {result['requests']}, "
+            f"non-2xx {result['non2xx']}, socket errors {result['errors']}",
+            load=load,
+        ),
+        Row(SECTION, "POST hold or capture p99", result["p99"], "ms", load=load),
+    ]
+
+
 # -- wrk ------------------------------------------------------------------------------------
+
+# Each connection: create a hold, then capture the hold its answer named, and again. wrk
+# gives a connection's next request() after its response(), so one pending id per thread's
+# connections is kept in a queue.
+_HOLDS_LUA = r"""
+local first, last = %d, %d
+local pending = {}
+local headers = {
+  ["Authorization"] = "Bearer %s",
+  ["Content-Type"] = "application/json",
+}
+
+function request()
+  local next_hold = table.remove(pending)
+  if next_hold then
+    return wrk.format("POST", "/customers/" .. next_hold[1] .. "/wallets/holds/" ..
+      next_hold[2] .. "/capture", headers, '{"amount": 1}')
+  end
+  local id = tostring(math.random(first, last))
+  local body = '{"amount": 5, "currency": "USD", "reason": "bench"}'
+  return wrk.format("POST", "/customers/" .. id .. "/wallets/holds", headers, body)
+end
+
+function response(status, headers, body)
+  if status == 200 and string.find(body, '"status":"active"', 1, true) then
+    local hold = string.match(body, '"hold_id":"([^"]+)"')
+    local customer = string.match(body, '"customer_id":"([^"]+)"')
+    if hold and customer then
+      table.insert(pending, {customer, hold})
+    end
+  end
+end
+"""
 
 _LUA = r"""
 local first, last = %d, %d

@@ -16,6 +16,13 @@ Each reference uses K=8 clients, like the Python benchmarks it is compared with:
 - ``raw_hot``      one entry per transaction, all on one hot wallet (entries/s)
 - ``raw_batch100`` 100 entries per transaction over random wallets (entries/s)
 - ``raw_debit_spread`` / ``raw_debit_hot`` a debit with its lot, the plain SQL way (``_DEBIT``)
+- ``raw_hold_capture`` a hold and its capture, the plain SQL way: two transactions per pair
+  (lock the wallet, insert the hold; lock it again, debit with its lot, mark the hold
+  captured), on the real ``wallet_holds`` table and its trigger (pairs/s)
+- ``core_debit`` / ``core_debit_before_holds``: the ledger-entries route's own debit statement
+  (``pg.LOCK_ONE`` + ``pg.DEBIT`` as ``post_alone`` sends it) now, and as it was before holds
+  (the held conditions taken out again), spread over 10,000 wallets: the cost of holds on the
+  route's statement, measured in the same run
 """
 
 from __future__ import annotations
@@ -170,9 +177,71 @@ INSERT INTO lot_consumptions (entry_id, lot_id, amount) SELECT e.id, u.id, 1 FRO
 """
 
 
+# A hold of 5 and its capture of 1, the plain SQL way (what the holds API does per pair).
+_HOLD = """\\set hid random(1, 9007199254740991)
+BEGIN;
+SELECT balance - held FROM wallets
+WHERE customer_id = :customer_id AND currency = 'USD' FOR UPDATE;
+INSERT INTO wallet_holds (customer_id, hold_id, currency, kind, amount, captured_amount,
+    status, key_scope, fingerprint, expires_at, actor, created_at)
+VALUES (:customer_id, 'hold_' || :hid, 'USD', 'hold', 5, 0, 'active', 'client', :fingerprint,
+        now() + interval '15 minutes', 'bench', now());
+COMMIT;
+BEGIN;
+"""
+_CAPTURE = """UPDATE wallet_holds SET status = 'captured', captured_amount = 1,
+    entry_id = :id, closed_at = now(), closed_by = 'bench'
+WHERE customer_id = :customer_id AND hold_id = 'hold_' || :hid AND status = 'active';
+COMMIT;
+"""
+
+# What the holds added to the core's debit statement (pg._DEBIT, pg._ALONE_CHECK, pg._REARM),
+# taken out again for ``core_debit_before_holds``: each must be found, so this cannot drift
+# silently from the statement it measures.
+_HOLDS_ADDED = (
+    ("balance - held + %(delta)s >= 0", "balance + %(delta)s >= 0"),
+    ("\n      AND (held = 0 OR (SELECT max(running) FROM l) - held >= %(amount)s)", ""),
+    (
+        "balance - held + %(delta)s < %(threshold)s::bigint",
+        "balance + %(delta)s < %(threshold)s::bigint",
+    ),
+    ("\n      AND (depleted OR balance - held + %(delta)s > 0)", ""),
+    (",\n        depleted = depleted AND balance - held + %(delta)s <= 0", ""),
+    (", held, depleted\n), e AS", "\n), e AS"),
+    ("),\n    w.held, w.depleted\nFROM w, e", ")\nFROM w, e"),
+)
+
+
+def core_debit(before_holds: bool = False) -> str:
+    """``post_alone``'s debit (the lock, then ``pg.DEBIT[(False, True)]``) for pgbench."""
+    sql = pg.DEBIT[(False, True)]
+    if before_holds:
+        for added, before in _HOLDS_ADDED:
+            if added not in sql:
+                raise RuntimeError(f"pg.DEBIT no longer contains {added!r}")
+            sql = sql.replace(added, before)
+    sql = " ".join(sql.split()).replace("%(is_credit)s", "false")
+    for name in (*NULLS, "threshold"):
+        sql = sql.replace(f"%({name})s", "NULL")
+    sql = re.sub(r"%\((\w+)\)s", r":\1", sql)
+    lock = re.sub(r"%\((\w+)\)s", r":\1", " ".join(pg.LOCK_ONE.split()))
+    return (
+        f"\\set customer_id random({FIRST_CUSTOMER}, {LAST_CUSTOMER})\n"
+        "\\set id random(1, 9007199254740991)\n\\set amount 1\n\\set delta -1\n"
+        f"BEGIN;\n{lock};\n{sql};\nCOMMIT;\n"
+    )
+
+
 def script(kind: str) -> str:
     """The pgbench script for ``spread``, ``hot``, ``batch100``, ``debit_spread`` or
     ``debit_hot``."""
+    if kind == "hold_capture":
+        pick = f"\\set customer_id random({FIRST_CUSTOMER}, {LAST_CUSTOMER})\n"
+        return pick + _HOLD + _DEBIT + _CAPTURE
+    if kind == "core_debit":
+        return core_debit()
+    if kind == "core_debit_before_holds":
+        return core_debit(before_holds=True)
     if kind == "debit_spread":
         body = f"\\set customer_id random({FIRST_CUSTOMER}, {LAST_CUSTOMER})\n{_DEBIT}"
     elif kind == "debit_hot":
@@ -248,16 +317,53 @@ def run_references(ctx: Context) -> list[Row]:
     seed(ctx)
     seconds = 2 if ctx.quick else 8
     rows = []
-    kinds = (("spread", 1), ("hot", 1), ("batch100", 100), ("debit_spread", 1), ("debit_hot", 1))
+    kinds = (
+        ("spread", 1),
+        ("hot", 1),
+        ("batch100", 100),
+        ("debit_spread", 1),
+        ("debit_hot", 1),
+        ("hold_capture", 1),
+        # Interleaved, twice each, so drift over the run does not favour either.
+        ("core_debit_before_holds", 1),
+        ("core_debit", 1),
+        ("core_debit_before_holds", 1),
+        ("core_debit", 1),
+    )
+    core: dict[str, list[float]] = {}
     for kind, per_tx in kinds:
         value = run_pgbench(ctx, kind, seconds) * per_tx
+        if kind.startswith("core_"):
+            core.setdefault(kind, []).append(value)
+            if len(core[kind]) < 2:
+                continue
+            value = sum(core[kind]) / 2
+            ctx.references[kind] = value
+            rows.append(
+                Row(
+                    section=SECTION,
+                    name=kind,
+                    value=value,
+                    unit="entries/s",
+                    goal=">= 0.95x before holds" if kind == "core_debit" else "",
+                    reference="core_debit_before_holds" if kind == "core_debit" else "",
+                    ratio=ctx.ratio(value, "core_debit_before_holds")
+                    if kind == "core_debit"
+                    else None,
+                    note=f"post_alone's lock + pg.DEBIT, -M prepared -c {CLIENTS}, 2 x "
+                    f"{seconds}s interleaved; 10,000 wallets; runs {core[kind][0]:.0f}, "
+                    f"{core[kind][1]:.0f}",
+                    load="pgbench",
+                )
+            )
+            continue
         ctx.references[f"raw_{kind}"] = value
         rows.append(
             Row(
                 section=SECTION,
                 name=f"raw_{kind}",
                 value=value,
-                unit="entries/s",
+                unit="pairs/s" if kind == "hold_capture" else "entries/s",
                 note=f"-M prepared -c {CLIENTS}, {seconds}s"
                 + (
                     "; 10,000 wallets"

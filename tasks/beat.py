@@ -55,6 +55,13 @@ REGISTRY: dict[str, ScheduledTask] = {
             run_sync=jobs.expire_credits,
         ),
         ScheduledTask(
+            name="release-expired-holds",
+            task="tasks.ledger.release_expired_holds",
+            description="Release holds past their expiry (wallet.hold_expired for each).",
+            every=lambda s: s.hold_expiry_seconds,
+            run_sync=jobs.release_expired_holds,
+        ),
+        ScheduledTask(
             name="check-low-balances",
             task="tasks.notifications.scan_low_balances",
             description="Find wallets whose low-balance state disagrees with their balance.",

@@ -33,6 +33,7 @@ from webhooks.api import (
     customers,
     guards,
     health,
+    holds,  # noqa: F401  (adds its routes to customers.bp)
     portal,  # noqa: F401  (adds its route to customers.bp)
     reports,
     usage,

@@ -30,6 +30,8 @@ from worker.errors import (
     DuplicateEntry,
     EntryNotFound,
     Forbidden,
+    HoldNotActive,
+    HoldNotFound,
     IdempotencyKeyReused,
     InsufficientBalance,
     InvalidAmount,
@@ -92,12 +94,14 @@ STATUS: dict[type[BaseException], int] = {
     CustomerNotFound: 404,
     ChargeNotFound: 404,
     EntryNotFound: 404,
+    HoldNotFound: 404,
     EventNotFound: 404,
     TaskNotFound: 404,
     ProviderDisabled: 404,  # an unconfigured provider's route does not exist
     # Money and idempotency.
     InsufficientBalance: 400,  # Dodo's status for a refused debit
     DuplicateEntry: 409,
+    HoldNotActive: 409,  # captured, released or expired: the hold's state says which
     IdempotencyKeyReused: 422,
     EventNotReplayable: 400,
     BillingError: 400,  # raised bare nowhere; kept at the status it always had
@@ -250,6 +254,17 @@ class DuplicateOut(ErrorOut):
     entry_id: str
     entry: LedgerEntryOut
     wallet: WalletOut
+
+
+class ConflictOut(ErrorOut):
+    """409 `HOLD_NOT_ACTIVE`: the hold was captured, released or expired (`status` says
+    which); nothing changed."""
+
+    model_config = ConfigDict(
+        extra="allow", openapi_extra={"description": "The hold is no longer active."}
+    )
+    hold_id: str | None = None
+    status: str | None = Field(None, description="The hold's state: why it cannot move.")
 
 
 class TooLargeOut(ErrorOut):

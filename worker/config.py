@@ -67,6 +67,10 @@ class Settings:
     # before it a lot's wallet.credits_expiring notice goes out.
     credit_expiry_seconds: int = 60
     credit_expiry_notice_days: int = 7
+    # Holds: how long a hold lasts unless its request says (expires_in_seconds), and how often
+    # beat releases holds past their expiry (a hold past it can never be captured anyway).
+    hold_ttl_seconds: int = 900
+    hold_expiry_seconds: int = 30
     # Usage pricing file (TOML); unset means no event is priced.
     pricing_file: str | None = None
     # Low-balance notifications.
@@ -206,6 +210,8 @@ class Settings:
             inbox_sweep_seconds=_positive_int(env, "INBOX_SWEEP_SECONDS", 60),
             credit_expiry_seconds=_positive_int(env, "CREDIT_EXPIRY_SECONDS", 60),
             credit_expiry_notice_days=_positive_int(env, "CREDIT_EXPIRY_NOTICE_DAYS", 7),
+            hold_ttl_seconds=_positive_int(env, "HOLD_TTL_SECONDS", 900),
+            hold_expiry_seconds=_positive_int(env, "HOLD_EXPIRY_SECONDS", 30),
             pricing_file=env.get("PRICING_FILE") or None,
             low_balance_thresholds=env.get("LOW_BALANCE_THRESHOLDS", ""),
             low_balance_scan_seconds=_positive_int(env, "LOW_BALANCE_SCAN_SECONDS", 300),

@@ -124,6 +124,32 @@ class EntryNotFound(NotFound):
         self.entry_id = entry_id
 
 
+class HoldNotFound(NotFound):
+    """No such hold for this customer (another customer's hold is not found either)."""
+
+    code = "HOLD_NOT_FOUND"
+
+    def __init__(self, hold_id: str) -> None:
+        super().__init__(f"Hold {hold_id} not found", hold_id=hold_id)
+        self.hold_id = hold_id
+
+
+class HoldNotActive(BillingError):
+    """A capture or release of a hold that is no longer active (captured, released, expired
+    or past its expiry): nothing changed."""
+
+    code = "HOLD_NOT_ACTIVE"
+
+    def __init__(self, hold_id: str, status: str, action: str) -> None:
+        super().__init__(
+            f"Hold {hold_id} is {status}: it cannot be {action}",
+            hold_id=hold_id,
+            status=status,
+        )
+        self.hold_id = hold_id
+        self.status = status
+
+
 class ReversalExceedsCharge(ValidationFailed):
     """A reversal larger than what is left of the charge: nothing was credited."""
 

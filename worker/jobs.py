@@ -13,7 +13,7 @@ from typing import Any
 from worker import inbox, notify, usage
 from worker.config import Settings
 from worker.infra.db import transaction
-from worker.ledger import expiry
+from worker.ledger import expiry, holds
 from worker.notify import lowbalance
 
 
@@ -21,6 +21,21 @@ def expire_credits(settings: Settings) -> dict[str, int]:
     """Expire every credit lot past its expiry (one ``expiration`` entry each, exactly once)
     and send the notices of lots expiring soon."""
     return expiry.expire_credits(settings).as_dict()
+
+
+def release_expired_holds(
+    settings: Settings, batch_size: int = holds.EXPIRY_BATCH
+) -> dict[str, int]:
+    """Release every hold past its expiry (status ``expired``, one ``wallet.hold_expired``
+    each), ``batch_size`` holds per transaction."""
+    expired = 0
+    while True:
+        with transaction(settings) as session:
+            selected, moved = holds.expire_holds(session, limit=batch_size)
+        expired += moved
+        # A batch that moved nothing was overtaken by a capture or an overlapping run.
+        if selected < batch_size or not moved:
+            return {"expired": expired}
 
 
 def scan_low_balances(settings: Settings) -> dict[str, int]:

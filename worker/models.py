@@ -147,6 +147,11 @@ class Wallet(Base):
         CheckConstraint("balance <= 9007199254740991", name="balance_json_safe"),
         CheckConstraint("pending_usage_scaled >= 0", name="pending_usage_non_negative"),
         CheckConstraint("low_state IN ('unarmed', 'normal', 'low')", name="low_state_valid"),
+        # The sum of the wallet's active holds (worker.ledger.holds), kept by the holds'
+        # trigger. No "held <= balance": an expiring credit lot is taken by its expiration
+        # entry whether or not a hold covers it, which can leave held above the balance (the
+        # available balance is then 0; a capture takes what the live lots still hold).
+        CheckConstraint("held >= 0", name="held_non_negative"),
         # The low-balance scan walks only wallets whose balance is under some threshold.
         Index("ix_wallets_currency_balance", "currency", "balance"),
         # ...and, to find recoveries, only wallets currently in the "low" state.
@@ -156,6 +161,14 @@ class Wallet(Base):
             "balance",
             postgresql_where=text("low_state = 'low'"),
             sqlite_where=text("low_state = 'low'"),
+        ),
+        # The low-balance scan also visits every wallet holding something: its available
+        # balance (balance - held) may be under a threshold its balance is not.
+        Index(
+            "ix_wallets_held_currency",
+            "currency",
+            postgresql_where=text("held > 0"),
+            sqlite_where=text("held > 0"),
         ),
     )
 
@@ -170,6 +183,12 @@ class Wallet(Base):
     low_state: Mapped[str] = mapped_column(String(10), default="unarmed", server_default="unarmed")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # Σ amount of the wallet's active holds: maintained by the trigger on wallet_holds, in the
+    # transaction that moves a hold, so the available balance (balance - held) is one read.
+    held: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    # Whether the available balance is 0 (wallet.depleted fires when it becomes true): a new
+    # wallet starts empty, so depleted, and only a crossing from above 0 is announced.
+    depleted: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
 
 
 class LedgerEntry(Base):
@@ -351,6 +370,130 @@ class LedgerMarker(Base):
 
     name: Mapped[str] = mapped_column(String(64), primary_key=True)
     value: Mapped[int] = mapped_column(BigInteger)
+
+
+HOLD_KINDS = ("hold", "dispute")
+HOLD_STATUSES = ("active", "captured", "released", "expired")
+
+
+class WalletHold(Base):
+    """Money reserved on a wallet: not a ledger entry (the balance stays the ledger's), but
+    subtracted from what debits may spend until it is captured (one debit entry), released or
+    expired. A ``dispute`` hold reserves a disputed top-up's credit until the dispute ends
+    and never expires.
+
+    Its status moves only from ``active``, once (a trigger refuses anything else), and the
+    same trigger keeps ``wallets.held`` equal to the sum of the wallet's active holds.
+    """
+
+    __tablename__ = "wallet_holds"
+    __table_args__ = (
+        CheckConstraint("amount > 0", name="amount_positive"),
+        CheckConstraint("captured_amount >= 0", name="captured_non_negative"),
+        CheckConstraint("captured_amount <= amount", name="captured_within_amount"),
+        CheckConstraint(
+            "status = 'captured' OR captured_amount = 0", name="captured_only_when_captured"
+        ),
+        CheckConstraint(
+            "status IN (" + ", ".join(f"'{s}'" for s in HOLD_STATUSES) + ")", name="status_valid"
+        ),
+        CheckConstraint(
+            "kind IN (" + ", ".join(f"'{k}'" for k in HOLD_KINDS) + ")", name="kind_valid"
+        ),
+        # A hold expires; a dispute's lasts until the dispute ends.
+        CheckConstraint("(kind = 'dispute') = (expires_at IS NULL)", name="expiry_by_kind"),
+        CheckConstraint(
+            "key_scope IN (" + ", ".join(f"'{s}'" for s in KEY_SCOPES) + ")",
+            name="key_scope_valid",
+        ),
+        UniqueConstraint("customer_id", "key_scope", "idempotency_key"),
+        ForeignKeyConstraint(
+            ["customer_id", "currency"],
+            ["wallets.customer_id", "wallets.currency"],
+            name="fk_wallet_holds_wallet",
+        ),
+        # GET .../holds?status= lists a customer's holds newest first.
+        Index("ix_wallet_holds_customer_created", "customer_id", "created_at"),
+        # The expiry task and a wallet's lazy expiry walk only active holds that expire.
+        Index(
+            "ix_wallet_holds_expiring",
+            "expires_at",
+            postgresql_where=text("status = 'active' AND expires_at IS NOT NULL"),
+            sqlite_where=text("status = 'active' AND expires_at IS NOT NULL"),
+        ),
+    )
+
+    customer_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    hold_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    currency: Mapped[str] = mapped_column(String(3))
+    kind: Mapped[str] = mapped_column(String(8), default="hold", server_default="hold")
+    amount: Mapped[int] = mapped_column(BigInteger)
+    captured_amount: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    status: Mapped[str] = mapped_column(String(10), default="active", server_default="active")
+    reason: Mapped[str | None] = mapped_column(Text)
+    # A dispute's payment (or the client's own reference for a hold).
+    reference_object_id: Mapped[str | None] = mapped_column(String(255))
+    # Client keys (the API, the CLI) and system keys (``dispute:{provider}:{id}``) apart, as
+    # for ledger entries (worker.ledger.keys).
+    idempotency_key: Mapped[str | None] = mapped_column(String(255))
+    key_scope: Mapped[str] = mapped_column(String(6), default="client", server_default="client")
+    # sha256 of the parameters that created it: a retry with the same key must match it.
+    fingerprint: Mapped[str] = mapped_column(String(64))
+    expires_at: Mapped[datetime | None] = mapped_column()
+    # The debit entry of its capture (same customer; no foreign key, which would name the
+    # entry by its id alone).
+    entry_id: Mapped[str | None] = mapped_column(String(64))
+    actor: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    closed_at: Mapped[datetime | None] = mapped_column()
+    closed_by: Mapped[str | None] = mapped_column(String(64))
+
+
+DISPUTE_STATUSES = ("open", "lost", "won")
+
+
+class TopupDispute(Base):
+    """A provider's dispute (chargeback) of a top-up payment, and what it did to the wallet
+    the payment credited: the hold it opened (``kind = 'dispute'``), and when it ended, the
+    ``dispute`` debit entry that took the held credit (lost) or the hold's release (won).
+    Every event of one dispute meets this row under the payment's lock, so each applies once,
+    in any order."""
+
+    __tablename__ = "topup_disputes"
+    __table_args__ = (
+        CheckConstraint("disputed_amount > 0", name="disputed_positive"),
+        CheckConstraint("share >= 0", name="share_non_negative"),
+        CheckConstraint("held >= 0 AND held <= share", name="held_within_share"),
+        CheckConstraint("shortfall = share - held", name="shortfall_is_unheld_share"),
+        CheckConstraint(
+            "status IN (" + ", ".join(f"'{s}'" for s in DISPUTE_STATUSES) + ")",
+            name="status_valid",
+        ),
+        ForeignKeyConstraint(
+            ["customer_id", "currency"],
+            ["wallets.customer_id", "wallets.currency"],
+            name="fk_topup_disputes_wallet",
+        ),
+    )
+
+    customer_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    provider: Mapped[str] = mapped_column(String(32), primary_key=True)
+    dispute_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    payment_id: Mapped[str] = mapped_column(String(255))
+    currency: Mapped[str] = mapped_column(String(3))  # the credited wallet's
+    # As the provider sent it (the payment's currency, minor units).
+    disputed_amount: Mapped[int] = mapped_column(BigInteger)
+    # The disputed part of the credit: its proportion of what the payment credited, at most
+    # what earlier refunds left of it; what was held of it, and what could not be.
+    share: Mapped[int] = mapped_column(BigInteger)
+    held: Mapped[int] = mapped_column(BigInteger)
+    shortfall: Mapped[int] = mapped_column(BigInteger)
+    status: Mapped[str] = mapped_column(String(8))
+    hold_id: Mapped[str | None] = mapped_column(String(64))
+    ledger_entry_id: Mapped[str | None] = mapped_column(String(64))
+    closing_event: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    closed_at: Mapped[datetime | None] = mapped_column()
 
 
 class ApiKey(Base):

@@ -262,6 +262,7 @@ def test_manual_triggers(stack: Stack) -> None:
         "balance_low",
         "balance_recovered",
         "armed",
+        "depleted",
     }
     queued = stack.cli("tasks", "run", "check-low-balances")
     assert queued.returncode == 0 and "id=" in queued.stdout

@@ -21,6 +21,7 @@ from pydantic import (
     StrictStr,
     WithJsonSchema,
     field_validator,
+    model_validator,
 )
 from pydantic_core import PydanticCustomError
 
@@ -310,3 +311,49 @@ class CreditLotListQuery(PageQuery):
         description="Only lots in this state: `active` (spendable credit left), `expired` "
         "(past `expires_at`) or `consumed` (spent before it expired).",
     )
+
+
+class HoldCreate(_Body):
+    amount: Amount
+    currency: Currency
+    idempotency_key: _text(1, 255) | None = Field(
+        None,
+        description="Retrying with the same key and parameters answers the same hold; the "
+        "same key with other parameters answers 422.",
+    )
+    reason: _text(0, 1000) | None = Field(None, description="Why, kept on the hold.")
+    reference_object_id: _text(0, 255) | None = Field(
+        None, description="Your own reference (a request id, say)."
+    )
+    expires_in_seconds: StrictInt | None = Field(
+        None,
+        gt=0,
+        le=7 * 24 * 3600,
+        description="How long it reserves (default HOLD_TTL_SECONDS, 900); past it, it can "
+        "no longer be captured and `release-expired-holds` releases it.",
+    )
+
+
+class HoldCapture(_Body):
+    """The body is optional: no body captures the whole hold."""
+
+    amount: Amount | None = Field(
+        None, description="What to debit, at most the hold (default: all of it)."
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_body(cls, value: Any) -> Any:
+        return {} if value is None else value
+
+
+class HoldPath(CustomerPath):
+    hold_id: _text(1, 64, description="The hold's id (`hold_...`).")
+
+
+class HoldListQuery(PageQuery):
+    currency: Currency = Field(None, description="Only holds in this currency.")
+    status: Literal["active", "captured", "released", "expired"] = Field(
+        None, description="Only holds in this state."
+    )
+    kind: Literal["hold", "dispute"] = Field(None, description="Only holds of this kind.")

@@ -17,6 +17,7 @@ from worker.cli import (
     core,
     dbrole,
     events,
+    holds,
     lots,
     notifications,
     reports,
@@ -54,7 +55,8 @@ for command in (
     reports.report,
 ):
     cli.add_command(command)
-for command in [*charges.COMMANDS, lots.wallet_lots]:  # wallet charge|...|charge-show, lots
+# wallet charge|...|charge-show, lots, hold|capture|release|holds
+for command in [*charges.COMMANDS, lots.wallet_lots, *holds.COMMANDS]:
     core.wallet.add_command(command)
 core.db.add_command(dbrole.db_grants)
 core.ledger_group.add_command(reports.ledger_export)

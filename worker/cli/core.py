@@ -109,6 +109,8 @@ def _wallet_text(out: WalletListOut) -> str:
     lines = []
     for w in out.items:
         line = f"{w.currency} {w.balance:>15}  pending_usage {w.pending_usage}"
+        if w.held_balance:
+            line += f"  held {w.held_balance}  available {w.available_balance}"
         if w.next_expiry_at is not None:  # only wallets holding credit that expires
             line += f"  expiring_soon {w.expiring_soon}  next_expiry {iso(w.next_expiry_at)}"
         lines.append(line)

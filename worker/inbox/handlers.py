@@ -15,6 +15,9 @@ HANDLERS: dict[tuple[str, str], Handler] = {
     ("stripe", "payment_intent.succeeded"): stripe.stripe_payment_intent_succeeded,
     ("stripe", "checkout.session.completed"): stripe.stripe_checkout_session_completed,
     ("stripe", "charge.refunded"): stripe.stripe_charge_refunded,
+    **{("dodo", event_type): dodo.dodo_dispute for event_type in dodo.DISPUTE_ACTIONS},
+    ("stripe", "charge.dispute.created"): stripe.stripe_charge_dispute,
+    ("stripe", "charge.dispute.closed"): stripe.stripe_charge_dispute,
 }
 
 # Batch preparation: one query for what a whole batch's handlers would each look up (which

@@ -23,6 +23,8 @@ APPEND_ONLY: dict[str, tuple[str, ...]] = {
     "lot_consumptions": ("SELECT", "INSERT"),
     # A lot only gives up what remains (0010's trigger refuses any other UPDATE).
     "credit_lots": ("SELECT", "INSERT", "UPDATE"),
+    # A hold only moves from active, once (0015's trigger refuses any other UPDATE).
+    "wallet_holds": ("SELECT", "INSERT", "UPDATE"),
     "alembic_version": ("SELECT",),
     # Generated once, then only read (worker.access.signing): never changed or removed.
     "app_secrets": ("SELECT", "INSERT"),

@@ -103,6 +103,8 @@ def post_alone(settings: Settings, leg: Leg) -> Posted | None:
         wallet.balance,
         wallet.low_state,
         wallet.low_balance_thresholds,
+        wallet.held,
+        wallet.depleted,
     )
     detached = transient(Wallet, wallet_columns(wallet, entry["created_at"]))
     return Posted(entry=transient(LedgerEntry, entry), state=state, make_wallet=lambda: detached)

@@ -72,10 +72,10 @@ _COMPUTED = {"before_balance": "w.balance - %(delta)s", "after_balance": "w.bala
 # read the wallet's lots after locking it, which one statement's single snapshot cannot do.
 _SINGLE = """
 WITH w AS (
-    UPDATE wallets SET balance = balance + %(delta)s, updated_at = %(created_at)s
+    UPDATE wallets SET balance = balance + %(delta)s, updated_at = %(created_at)s{rearm}
     WHERE customer_id = %(customer_id)s AND currency = %(currency)s
       AND %(delta)s > 0 AND balance + %(delta)s <= {max_amount}{key_check}{alone}
-    RETURNING balance, pending_usage_scaled, low_state, created_at
+    RETURNING balance, pending_usage_scaled, low_state, created_at, held, depleted
 ), e AS (
     INSERT INTO ledger_entries ({columns})
     SELECT {values}
@@ -88,7 +88,8 @@ WITH w AS (
     FROM e
 )
 SELECT w.balance, w.pending_usage_scaled, w.low_state, w.created_at, e.seq,
-    (SELECT low_balance_thresholds FROM customers WHERE customer_id = %(customer_id)s)
+    (SELECT low_balance_thresholds FROM customers WHERE customer_id = %(customer_id)s),
+    w.held, w.depleted
 FROM w, e
 """
 # One debit that refuses a shortfall, for a wallet this transaction has already locked
@@ -96,6 +97,8 @@ FROM w, e
 # every lot committed before, and nothing else can change them until we commit). Its lots
 # are taken in spending order (``lots.spending_order``) by a running sum, and it writes only
 # when the live lots hold the whole amount: wallet, entry, lots and consumptions at once.
+# Held money is not spendable: the live lots less the wallet's holds (``held``, stable under
+# the lock) must cover the debit; ``held = 0``, the usual case, skips that second sum.
 _DEBIT = """
 WITH l AS (
     SELECT id, remaining,
@@ -108,11 +111,12 @@ WITH l AS (
     SELECT id, least(remaining, %(amount)s - (running - remaining)) AS take
     FROM l WHERE running - remaining < %(amount)s
 ), w AS (
-    UPDATE wallets SET balance = balance + %(delta)s, updated_at = %(created_at)s
+    UPDATE wallets SET balance = balance + %(delta)s, updated_at = %(created_at)s{rearm}
     WHERE customer_id = %(customer_id)s AND currency = %(currency)s
-      AND %(delta)s < 0 AND balance + %(delta)s >= 0
-      AND (SELECT coalesce(sum(take), 0) FROM t) = %(amount)s{key_check}{alone}
-    RETURNING balance, pending_usage_scaled, low_state, created_at
+      AND %(delta)s < 0 AND balance - held + %(delta)s >= 0
+      AND (SELECT coalesce(sum(take), 0) FROM t) = %(amount)s
+      AND (held = 0 OR (SELECT max(running) FROM l) - held >= %(amount)s){key_check}{alone}
+    RETURNING balance, pending_usage_scaled, low_state, created_at, held, depleted
 ), e AS (
     INSERT INTO ledger_entries ({columns})
     SELECT {values}
@@ -126,7 +130,8 @@ WITH l AS (
     SELECT %(id)s, t.id, t.take FROM t, w
 )
 SELECT w.balance, w.pending_usage_scaled, w.low_state, w.created_at, e.seq,
-    (SELECT low_balance_thresholds FROM customers WHERE customer_id = %(customer_id)s)
+    (SELECT low_balance_thresholds FROM customers WHERE customer_id = %(customer_id)s),
+    w.held, w.depleted
 FROM w, e
 """
 LOCK_ONE = """
@@ -136,14 +141,21 @@ SELECT 1 FROM wallets WHERE customer_id = %(customer_id)s AND currency = %(curre
 _KEY_CHECK = """
       AND NOT EXISTS (SELECT 1 FROM ledger_entries WHERE customer_id = %(customer_id)s
                       AND key_scope = %(key_scope)s AND idempotency_key = %(idempotency_key)s)"""
-# post_alone's extra condition: the entry leaves the wallet's low-balance state right (what
-# lowbalance.may_disagree judges in Python before a commit), judged with the configured
-# threshold, so only for customers without overrides of their own.
+# post_alone's extra condition: the entry leaves the wallet's low-balance and depleted states
+# right (what lowbalance.may_disagree judges in Python before a commit) for its available
+# balance, judged with the configured threshold, so only for customers without overrides of
+# their own.
 _ALONE_CHECK = """
       AND (SELECT coalesce(json_typeof(low_balance_thresholds), 'null') FROM customers
            WHERE customer_id = %(customer_id)s) = 'null'
       AND (%(threshold)s::bigint IS NULL OR low_state =
-           CASE WHEN balance + %(delta)s < %(threshold)s::bigint THEN 'low' ELSE 'normal' END)"""
+           CASE WHEN balance - held + %(delta)s < %(threshold)s::bigint THEN 'low'
+                ELSE 'normal' END)
+      AND (depleted OR balance - held + %(delta)s > 0)"""
+# ... and it moves ``depleted`` itself when the move is silent (rising above 0); reaching 0
+# announces ``wallet.depleted``, which only the transaction does (the condition above).
+_REARM = """,
+        depleted = depleted AND balance - held + %(delta)s <= 0"""
 
 
 def _single(keyed: bool, alone: bool) -> str:
@@ -151,6 +163,7 @@ def _single(keyed: bool, alone: bool) -> str:
         max_amount=MAX_AMOUNT,
         key_check=_KEY_CHECK if keyed else "",
         alone=_ALONE_CHECK if alone else "",
+        rearm=_REARM if alone else "",
         columns=", ".join(ENTRY_COLUMNS),
         values=", ".join(_COMPUTED.get(c, f"%({c})s{_CASTS.get(c, '')}") for c in ENTRY_COLUMNS),
         lot_columns=", ".join(LOT_COLUMNS),
@@ -161,6 +174,7 @@ def _debit(keyed: bool, alone: bool) -> str:
     return _DEBIT.format(
         key_check=_KEY_CHECK if keyed else "",
         alone=_ALONE_CHECK if alone else "",
+        rearm=_REARM if alone else "",
         columns=", ".join(ENTRY_COLUMNS),
         values=", ".join(_COMPUTED.get(c, f"%({c})s{_CASTS.get(c, '')}") for c in ENTRY_COLUMNS),
     )
@@ -254,7 +268,7 @@ CROSS JOIN LATERAL (
 # before they are locked, so two batches sharing wallets queue instead of deadlocking.
 LOCK_WALLETS = text("""
 SELECT w.customer_id, w.currency, w.balance, w.pending_usage_scaled, w.low_state,
-       w.created_at, c.low_balance_thresholds
+       w.created_at, c.low_balance_thresholds, w.held, w.depleted
 FROM wallets w
 JOIN customers c ON c.customer_id = w.customer_id
 WHERE (w.customer_id, w.currency) IN (

@@ -141,7 +141,7 @@ _NOT_ENTRY = frozenset(("delta", "threshold", "lot_id", "category", "expires_at"
 
 def statement_result(row: Any, values: dict[str, Any]) -> tuple[dict[str, Any], LockedWallet]:
     """The entry's columns and the wallet after it, from the statement's one result row."""
-    balance, pending_usage_scaled, low_state, created_at, seq, thresholds = row
+    balance, pending_usage_scaled, low_state, created_at, seq, thresholds, held, depleted = row
     entry = {k: v for k, v in values.items() if k not in _NOT_ENTRY}
     entry.update(seq=seq, before_balance=balance - values["delta"], after_balance=balance)
     wallet = LockedWallet(
@@ -152,6 +152,8 @@ def statement_result(row: Any, values: dict[str, Any]) -> tuple[dict[str, Any], 
         low_state,
         created_at,
         thresholds,
+        held,
+        depleted,
     )
     return entry, wallet
 

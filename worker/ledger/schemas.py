@@ -65,11 +65,22 @@ class WalletOut(_Out):
         description="Usage cost accrued but not yet debited, a decimal string in minor units "
         "(always below one minor unit).",
     )
+    held_balance: int = Field(
+        0, description="Minor units reserved by active holds and open disputes (not debited)."
+    )
+    available_balance: int = Field(
+        0,
+        description="What debits may spend: balance - held_balance (0 when the holds exceed "
+        "the balance).",
+    )
 
     @classmethod
     def of(cls, w: Wallet) -> WalletOut:
         pending = Decimal(w.pending_usage_scaled or 0) / USAGE_SCALE
+        held = w.held or 0
         return cls(
+            held_balance=held,
+            available_balance=max(w.balance - held, 0),
             balance=w.balance,
             currency=w.currency,
             customer_id=w.customer_id,

@@ -104,8 +104,8 @@ def _judge_balances(
     rows to write (leg index, row, amount asked), each wallet's balance after them, and the
     lots they create and spend.
 
-    A debit spends only its wallet's live lots: the balance may still hold an expired lot's
-    remainder that its ``expiration`` entry has not yet taken.
+    A debit spends only its wallet's live lots less what its holds reserve: the balance may
+    still hold an expired lot's remainder that its ``expiration`` entry has not yet taken.
     """
     balances = {legs[i].wallet: locked[legs[i].wallet].balance for i in todo}
     needs: dict[tuple[str, str], int] = {}
@@ -116,7 +116,9 @@ def _judge_balances(
             if leg.lot_id is not None:
                 named.add(leg.lot_id)
             if leg.event_type != "expiration":
-                needs[leg.wallet] = needs.get(leg.wallet, 0) + leg.amount
+                # Enough lots to cover the holds too: held money is not spendable.
+                base = needs.get(leg.wallet, locked[leg.wallet].held)
+                needs[leg.wallet] = base + leg.amount
     now = utcnow()
     book = lots.load(session, needs, named, now)
     rows = []
@@ -129,10 +131,13 @@ def _judge_balances(
             if before + amount > MAX_AMOUNT:
                 raise InvalidAmount(f"would take the {leg.currency} balance above {MAX_AMOUNT}")
         else:
+            # A debit spends only the available balance: the live lots less the wallet's
+            # active holds (a capture's caller has already released its own hold from
+            # ``locked``). An expiration takes its own lot whatever is held.
             spendable = (
                 book.remaining(leg.wallet, expiring)
                 if expiring
-                else book.spendable(leg.wallet, now)
+                else max(book.spendable(leg.wallet, now) - locked[leg.wallet].held, 0)
             )
             if spendable < amount:
                 if leg.on_short is OnShort.REFUSE:
@@ -265,7 +270,13 @@ def posted(
         committed(session, Wallet, key, values)
     record = transient(LedgerEntry, entry)
     state = WalletState(
-        key[0], key[1], entry["after_balance"], wallet.low_state, wallet.low_balance_thresholds
+        key[0],
+        key[1],
+        entry["after_balance"],
+        wallet.low_state,
+        wallet.low_balance_thresholds,
+        wallet.held,
+        wallet.depleted,
     )
     commit_hooks.entry_posted(session, record, state)
     return Posted(

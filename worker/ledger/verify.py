@@ -79,6 +79,30 @@ _CONSUMED_SQL = text("""
 """)
 
 
+# Each wallet's held total is the sum of its active holds, to the unit.
+_HELD_SQL = text("""
+    SELECT w.customer_id, w.currency, w.held, COALESCE(h.active, 0) AS active
+    FROM wallets w
+    LEFT JOIN (
+        SELECT customer_id, currency, SUM(amount) AS active
+        FROM wallet_holds WHERE status = 'active' GROUP BY customer_id, currency
+    ) h ON h.customer_id = w.customer_id AND h.currency = w.currency
+    WHERE w.held <> COALESCE(h.active, 0)
+    LIMIT :limit
+""")
+
+# A hold captures at most its amount, and a captured hold's entry debits what it captured.
+_CAPTURED_SQL = text("""
+    SELECT h.customer_id, h.hold_id, h.amount, h.captured_amount, e.amount AS debited
+    FROM wallet_holds h
+    LEFT JOIN ledger_entries e ON e.id = h.entry_id AND e.customer_id = h.customer_id
+    WHERE h.captured_amount > h.amount OR h.captured_amount < 0
+       OR (h.status = 'captured' AND h.captured_amount <> COALESCE(e.amount, 0))
+       OR (h.status <> 'captured' AND h.captured_amount <> 0)
+    LIMIT :limit
+""")
+
+
 def verify(session: Session, limit: int = 100) -> VerifyReport:
     """Check every wallet against its ledger: sums, the before/after chain, no negatives."""
     problems: list[str] = []
@@ -106,6 +130,17 @@ def verify(session: Session, limit: int = 100) -> VerifyReport:
         f"entry {r.id} ({r.customer_id}/{r.currency}): debit of {r.amount} but its lots gave "
         f"{r.consumed}"
         for r in unpaid
+    ]
+    mismatched = session.execute(_HELD_SQL, {"limit": limit})
+    problems += [
+        f"wallet {r.customer_id}/{r.currency}: held {r.held} but its active holds sum to {r.active}"
+        for r in mismatched
+    ]
+    overcaptured = session.execute(_CAPTURED_SQL, {"limit": limit})
+    problems += [
+        f"hold {r.hold_id} ({r.customer_id}): amount {r.amount}, captured {r.captured_amount}, "
+        f"its entry debited {r.debited or 0}"
+        for r in overcaptured
     ]
     negative = session.execute(
         select(Wallet.customer_id, Wallet.currency, Wallet.balance).where(Wallet.balance < 0)

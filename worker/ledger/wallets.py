@@ -67,6 +67,13 @@ class LockedWallet(NamedTuple):
     low_state: str
     created_at: datetime
     low_balance_thresholds: Any  # the customer's overrides (JSON), or None
+    held: int = 0  # the sum of its active holds (worker.ledger.holds)
+    depleted: bool = True
+
+    @property
+    def available(self) -> int:
+        """What debits may spend (at most: expired lots not yet taken count in the balance)."""
+        return max(self.balance - self.held, 0)
 
 
 def lock_wallets(
@@ -99,6 +106,8 @@ def lock_wallets(
                 Wallet.low_state,
                 Wallet.created_at,
                 Customer.low_balance_thresholds,
+                Wallet.held,
+                Wallet.depleted,
             )
             .join(Customer, Customer.customer_id == Wallet.customer_id)
             .where(tuple_(Wallet.customer_id, Wallet.currency).in_(keys))
@@ -128,6 +137,8 @@ def wallet_columns(row: LockedWallet, updated_at: datetime) -> dict[str, Any]:
         "balance": row.balance,
         "pending_usage_scaled": row.pending_usage_scaled,
         "low_state": row.low_state,
+        "held": row.held,
+        "depleted": row.depleted,
         "created_at": row.created_at,
         "updated_at": updated_at,
     }

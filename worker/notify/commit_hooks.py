@@ -68,6 +68,12 @@ def entry_posted(
         )
 
 
+def wallet_changed(session: Session, customer_id: str, currency: str) -> None:
+    """A hold moved on the wallet (its available balance changed without a ledger entry):
+    check it in full before commit. Never commits."""
+    session.info.setdefault(CHANGED_KEY, {})[(customer_id, currency)] = None
+
+
 @contextmanager
 def savepoint(session: Session) -> Iterator[None]:
     """``session.begin_nested()`` that also forgets what the rolled-back part posted: its

@@ -29,6 +29,9 @@ EVENT_TYPES = (
     "payment.refund_shortfall",
     "wallet.credits_expiring",
     "wallet.credits_expired",
+    "wallet.hold_expired",
+    "wallet.depleted",
+    "payment.dispute_shortfall",
 )
 EMAIL_EVENT_TYPES = ("wallet.balance_low",)
 

@@ -1,4 +1,5 @@
-"""Dodo Payments events: `payment.succeeded` credits a top-up, `refund.succeeded` reverses it."""
+"""Dodo Payments events: `payment.succeeded` credits a top-up, `refund.succeeded` reverses it,
+the `dispute.*` events hold, take or release the disputed credit (``worker.payments.disputes``)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from worker.errors import ValidationFailed
 from worker.inbox.handling import Handled
 from worker.infra.db import settings_of
 from worker.models import Customer, InboxEvent, TopupPayment, utcnow
+from worker.payments.disputes import Action, apply_dispute, dispute_amount
 from worker.payments.payload import _currency, _minor_units, _obj, _str, _timestamp, is_valid_key
 from worker.payments.topups import (
     CHECKED_CUSTOMERS,
@@ -180,13 +182,15 @@ def dodo_refund_succeeded(session: Session, payload: dict[str, Any]) -> Handled:
 
 def dodo_lane(payload: dict[str, Any]) -> list[str]:
     """Whose wallet a Dodo event changes, as the handler would find it (``worker.inbox.lanes``):
-    a refund's payment first (its credit names the customer), then the customer id, then the
-    email by which the handler finds or creates the customer."""
+    a refund's or a dispute's payment first (its credit names the customer), then the customer
+    id, then the email by which the handler finds or creates the customer."""
     data = payload.get("data") if isinstance(payload, dict) else None
     if not isinstance(data, dict):
         return []
     lanes = []
-    if payload.get("type") == "refund.succeeded" and is_valid_key(data.get("payment_id")):
+    event_type = payload.get("type")
+    reverses_payment = event_type == "refund.succeeded" or event_type in DISPUTE_ACTIONS
+    if reverses_payment and is_valid_key(data.get("payment_id")):
         lanes.append(f"payment:dodo:{data['payment_id']}")
     customer = data.get("customer")
     if isinstance(customer, dict):
@@ -197,3 +201,35 @@ def dodo_lane(payload: dict[str, Any]) -> list[str]:
         if isinstance(email, str) and email.strip():
             lanes.append(f"email:{email.strip().lower()}")
     return lanes
+
+
+# Dodo's dispute events -> what each does to the disputed credit.
+DISPUTE_ACTIONS: dict[str, Action] = {
+    "dispute.opened": "open",
+    "dispute.lost": "lose",
+    "dispute.accepted": "lose",
+    "dispute.won": "win",
+    "dispute.cancelled": "win",
+    "dispute.expired": "win",
+}
+
+
+def dodo_dispute(session: Session, payload: dict[str, Any]) -> Handled:
+    """Any ``dispute.*`` event (the SDK's ``Dispute*WebhookEvent``): ``data`` is the dispute,
+    with ``payment_id`` and ``amount`` as a string (see ``disputes.dispute_amount``)."""
+    event_type = _str(payload, "type", "type")
+    action = DISPUTE_ACTIONS.get(event_type)
+    if action is None:
+        return Handled("ignored", {"reason": f"no handler for {event_type!r}"})
+    data = _obj(payload.get("data"), "data")
+    currency = _currency(data.get("currency"), "data.currency")
+    return apply_dispute(
+        session,
+        provider="dodo",
+        event_type=event_type,
+        dispute_id=_str(data, "dispute_id", "data.dispute_id"),
+        payment_id=_str(data, "payment_id", "data.payment_id"),
+        amount=dispute_amount(data.get("amount"), currency, "data.amount"),
+        currency=currency,
+        action=action,
+    )

@@ -1,5 +1,6 @@
 """Stripe events: a succeeded payment intent or completed checkout session credits a top-up;
-``charge.refunded`` reverses it.
+``charge.refunded`` reverses it; ``charge.dispute.created`` / ``charge.dispute.closed`` hold
+and take or release the disputed credit (``worker.payments.disputes``).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from worker import ledger
 from worker.errors import CustomerNotFound, ValidationFailed
 from worker.inbox.handling import Handled
 from worker.models import Customer
+from worker.payments.disputes import Action, apply_dispute, dispute_amount
 from worker.payments.payload import _currency, _minor_units, _obj, _str
 from worker.payments.topups import (
     credit_topup,
@@ -181,14 +183,18 @@ def _reverse(
 
 def stripe_lane(payload: dict[str, Any]) -> list[str]:
     """Whose wallet a Stripe event changes (``worker.inbox.lanes``): the customer its metadata
-    names (credits), or the payment a refund reverses (its credit names the customer)."""
+    names (credits), or the payment a refund or a dispute reverses (its credit names the
+    customer)."""
     data = payload.get("data") if isinstance(payload, dict) else None
     obj = data.get("object") if isinstance(data, dict) else None
     if not isinstance(obj, dict):
         return []
-    if payload.get("type") == "charge.refunded":
+    event_type = payload.get("type")
+    if event_type in ("charge.refunded", "charge.dispute.created", "charge.dispute.closed"):
+        # A charge's own id, or the disputed charge's: as the handlers key the payment.
+        charge = obj.get("id") if event_type == "charge.refunded" else obj.get("charge")
         intent = obj.get("payment_intent")
-        payment_id = intent if isinstance(intent, str) and intent else obj.get("id")
+        payment_id = intent if isinstance(intent, str) and intent else charge
         return [f"payment:stripe:{payment_id}"] if isinstance(payment_id, str) else []
     metadata = obj.get("metadata")
     if isinstance(metadata, dict):
@@ -196,3 +202,37 @@ def stripe_lane(payload: dict[str, Any]) -> list[str]:
         if ledger.is_valid_customer_id(customer_id):
             return [f"customer:{customer_id}"]
     return []
+
+
+def stripe_charge_dispute(session: Session, payload: dict[str, Any]) -> Handled:
+    """``charge.dispute.created`` holds the disputed credit; ``charge.dispute.closed`` with
+    status ``lost`` takes it, with ``won`` (or ``warning_closed``, an inquiry that never became
+    a chargeback) releases it. The payment is the dispute's payment intent (else its
+    charge), as top-ups are keyed."""
+    event_type = _str(payload, "type", "type")
+    dispute = _stripe_object(payload)
+    intent = dispute.get("payment_intent")
+    payment_id = intent if isinstance(intent, str) and intent else dispute.get("charge")
+    if not isinstance(payment_id, str) or not payment_id:
+        raise ValidationFailed("data.object.charge", "expected the disputed charge's id")
+    if event_type == "charge.dispute.created":
+        action: Action = "open"
+    else:
+        status = dispute.get("status")
+        if status == "lost":
+            action = "lose"
+        elif status in ("won", "warning_closed"):
+            action = "win"
+        else:
+            return Handled("ignored", {"reason": f"dispute closed with status {status!r}"})
+    currency = _currency(dispute.get("currency"), "data.object.currency")
+    return apply_dispute(
+        session,
+        provider="stripe",
+        event_type=event_type,
+        dispute_id=_str(dispute, "id", "data.object.id"),
+        payment_id=payment_id,
+        amount=dispute_amount(dispute.get("amount"), currency, "data.object.amount"),
+        currency=currency,
+        action=action,
+    )

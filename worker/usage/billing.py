@@ -4,6 +4,14 @@ Accrual rule, per wallet: ``pending_usage_scaled + sum(cost_scaled)`` of a batch
 whole minor units (debited as ONE ``usage`` ledger entry) and a remainder below one minor unit
 (kept in ``pending_usage_scaled``). Nothing is rounded, so for any set of events and any
 batching: debited + unbilled + remainder == the exact sum of their costs.
+
+An event whose ``metadata.hold_id`` names an active hold of its wallet (in its currency, not
+past its expiry) is paid from that hold: the whole minor units of its cost, up to the hold,
+are captured (one debit entry keyed by the hold, as ``worker.ledger.holds.capture_hold``
+writes it) and the rest of the hold released, in the batch's transaction. What its cost has
+beyond that (the part above the hold, and the fraction below one minor unit) is accrued with
+the wallet's other events, so the rule above still holds to the unit. A hold named by no
+active hold (unknown, released, captured by an earlier event) bills the event as usual.
 """
 
 from __future__ import annotations
@@ -11,14 +19,17 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from datetime import datetime
+from typing import Any, NamedTuple
 
 from sqlalchemy import bindparam, select, text, update
 from sqlalchemy.orm import Session
 
 from worker import ledger, notify
+from worker.ledger import holds
 from worker.ledger.schemas import USAGE_SCALE
-from worker.models import UsageEvent, Wallet, utcnow
+from worker.models import UsageEvent, Wallet, WalletHold, utcnow
+from worker.notify import commit_hooks
 
 # The actor of usage debits (settlement after a top-up is the system's).
 USAGE_ACTOR = "usage"
@@ -52,6 +63,7 @@ def bill_batch(session: Session, limit: int = BATCH_SIZE) -> BatchResult:
             UsageEvent.currency,
             UsageEvent.cost_scaled,
             UsageEvent.event_name,
+            UsageEvent.metadata_,
         )
         .where(UsageEvent.status == "pending")
         .order_by(UsageEvent.seq)
@@ -67,9 +79,19 @@ def bill_batch(session: Session, limit: int = BATCH_SIZE) -> BatchResult:
     keys = sorted(groups)
     wallets = ledger.lock_wallets(session, keys)
     now = utcnow()
+    # Events paid from a hold (under the wallets' locks: the holds cannot move meanwhile).
+    captures = _captures(session, pending, now)
+    capture_legs = [_capture_leg(hold, amount) for hold, amount in captures.values() if amount > 0]
+    # The captured holds' reservations pay for their captures and free what is left of them.
+    unheld = dict(wallets)
+    for hold, _ in captures.values():
+        w = unheld[(hold.customer_id, hold.currency)]
+        unheld[(hold.customer_id, hold.currency)] = w._replace(held=w.held - hold.amount)
     accrued: dict[tuple[str, str], tuple[int, int]] = {}
     legs: list[ledger.Leg] = []
     for key in keys:
+        # What each event owes beyond its capture (all of it, for events without one).
+        groups[key] = [_beyond(row, captures.get(row.seq)) for row in groups[key]]
         rows = groups[key]
         customer_id, currency = key
         total = wallets[key].pending_usage_scaled + sum(r.cost_scaled for r in rows)
@@ -97,7 +119,10 @@ def bill_batch(session: Session, limit: int = BATCH_SIZE) -> BatchResult:
     # All wallets of the batch in one posting (a few statements, not a few per wallet). A key
     # already used answers its own wallet (those events were billed by that entry) and never
     # stalls the others.
-    results = ledger.post(session, legs, duplicates="skip", locked=wallets)
+    all_results = ledger.post(session, capture_legs + legs, duplicates="skip", locked=unheld)
+    captured = _close_holds(session, captures, capture_legs, all_results[: len(capture_legs)], now)
+    results = all_results[len(capture_legs) :]
+    result.entry_ids += [entry_id for entry_id, _, _ in captured.values() if entry_id]
     posted = {
         leg.wallet: result.entry
         for leg, result in zip(legs, results, strict=True)
@@ -123,10 +148,17 @@ def bill_batch(session: Session, limit: int = BATCH_SIZE) -> BatchResult:
         result.debited += applied
         result.unbilled += shortfall
         seqs.extend(r.seq for r in rows)
-        event_entries.extend([entry_id] * len(rows))
+        # An event paid from a hold points at its capture's entry.
+        event_entries.extend(captured[r.seq][0] if r.seq in captured else entry_id for r in rows)
+        for r in rows:
+            if r.seq in captured:
+                result.debited += captured[r.seq][1]
+                result.unbilled += captured[r.seq][2]
         if not shortfall:
-            statuses.extend(["processed"] * len(rows))
-            unbilled.extend([0] * len(rows))
+            for r in rows:
+                short = captured[r.seq][2] if r.seq in captured else 0
+                statuses.append("unbilled" if short else "processed")
+                unbilled.append(short)
             continue
         # Usage already happened: it is recorded as owed, and the merchant is told.
         notify.enqueue_event(
@@ -143,8 +175,9 @@ def bill_batch(session: Session, limit: int = BATCH_SIZE) -> BatchResult:
         )
         owed = _allocate_shortfall(rows, shortfall)
         for row in rows:
-            statuses.append("unbilled" if owed.get(row.seq) else "processed")
-            unbilled.append(owed.get(row.seq, 0))
+            short = owed.get(row.seq, 0) + (captured[row.seq][2] if row.seq in captured else 0)
+            statuses.append("unbilled" if short else "processed")
+            unbilled.append(short)
     # The wallets are locked (above), so writing the computed remainder cannot lose a
     # concurrent accrual: any other batch touching these wallets waits for our commit.
     if session.get_bind().dialect.name == "postgresql":
@@ -212,6 +245,106 @@ _MARK_PG = text("""
          AS v(seq, status, unbilled, entry)
     WHERE u.seq = v.seq AND u.status = 'pending'
 """)
+
+
+class _Owed(NamedTuple):
+    """An event as its wallet's accrual sees it: what it owes beyond its hold's capture."""
+
+    seq: int
+    cost_scaled: int
+    event_name: str
+
+
+def _hold_id(metadata: Any) -> str | None:
+    value = metadata.get("hold_id") if isinstance(metadata, dict) else None
+    return value if isinstance(value, str) and value else None
+
+
+def _captures(
+    session: Session, pending: Sequence[Any], now: datetime
+) -> dict[int, tuple[WalletHold, int]]:
+    """Event seq -> (its active hold, the whole minor units to capture from it): the first
+    event naming a hold takes it; a later one naming the same hold is billed as usual."""
+    wanted = {(r.customer_id, h) for r in pending if (h := _hold_id(r.metadata_))}
+    if not wanted:
+        return {}
+    found = {
+        (h.customer_id, h.hold_id): h
+        for h in session.scalars(
+            select(WalletHold)
+            .where(
+                WalletHold.customer_id.in_(sorted({c for c, _ in wanted})),
+                WalletHold.hold_id.in_(sorted({h for _, h in wanted})),
+                WalletHold.status == "active",
+                WalletHold.kind == "hold",
+            )
+            .execution_options(populate_existing=True)
+        )
+    }
+    captures: dict[int, tuple[WalletHold, int]] = {}
+    taken: set[tuple[str, str]] = set()
+    for row in pending:
+        hold_id = _hold_id(row.metadata_)
+        hold = found.get((row.customer_id, hold_id)) if hold_id else None
+        if (
+            hold is None
+            or (row.customer_id, hold.hold_id) in taken
+            or hold.currency != row.currency
+            or (hold.expires_at is not None and hold.expires_at <= now)
+        ):
+            continue
+        taken.add((row.customer_id, hold.hold_id))
+        captures[row.seq] = (hold, min(row.cost_scaled // USAGE_SCALE, hold.amount))
+    return captures
+
+
+def _capture_leg(hold: WalletHold, amount: int) -> ledger.Leg:
+    return ledger.Leg(
+        customer_id=hold.customer_id,
+        currency=hold.currency,
+        amount=amount,
+        is_credit=False,
+        event_type="usage",
+        reason=hold.reason or f"hold {hold.hold_id} captured",
+        reference_object_id=hold.hold_id,
+        # The key capture_hold uses: one capture entry per hold, whoever captures it.
+        key=ledger.system_key("hold", hold.hold_id),
+        on_short=ledger.OnShort.TAKE,
+        actor=USAGE_ACTOR,
+    )
+
+
+def _beyond(row: Any, capture: tuple[WalletHold, int] | None) -> _Owed:
+    captured = capture[1] if capture else 0
+    return _Owed(row.seq, row.cost_scaled - captured * USAGE_SCALE, row.event_name)
+
+
+def _close_holds(
+    session: Session,
+    captures: dict[int, tuple[WalletHold, int]],
+    legs: list[ledger.Leg],
+    results: Sequence[Any],
+    now: datetime,
+) -> dict[int, tuple[str | None, int, int]]:
+    """Mark each captured hold; event seq -> (capture entry id, debited, unbilled)."""
+    by_hold = {leg.reference_object_id: result for leg, result in zip(legs, results, strict=True)}
+    out: dict[int, tuple[str | None, int, int]] = {}
+    for seq, (hold, amount) in captures.items():
+        result = by_hold.get(hold.hold_id)
+        entry = result.entry if result is not None else None
+        took = entry.amount if entry is not None else 0
+        holds.close_hold(
+            session,
+            hold,
+            "captured",
+            USAGE_ACTOR,
+            now,
+            captured_amount=took,
+            entry_id=entry.id if entry is not None else None,
+        )
+        commit_hooks.wallet_changed(session, hold.customer_id, hold.currency)
+        out[seq] = (entry.id if entry is not None else None, took, amount - took)
+    return out
 
 
 def _allocate_shortfall(rows: Sequence[Any], shortfall: int) -> dict[int, int]:

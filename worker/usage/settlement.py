@@ -55,7 +55,7 @@ def _settle_wallet(session: Session, customer_id: str, currency: str) -> Settled
         .with_for_update()
     ).all()
     owed = sum(r.unbilled_amount for r in rows)
-    if not rows or wallet.balance == 0 or owed == 0:
+    if not rows or wallet.available == 0 or owed == 0:
         return Settled(customer_id, currency, 0, 0, owed, None)
     leg = ledger.Leg(
         customer_id=customer_id,
