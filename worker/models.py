@@ -582,7 +582,22 @@ class UsageEvent(Base):
             name="status_valid",
         ),
         CheckConstraint("unbilled_amount >= 0", name="unbilled_non_negative"),
-        Index("ix_usage_events_status_seq", "status", "seq"),
+        # Only the statuses looked up by status, each a partial index (migration 0019): a
+        # billed event leaves both, so billing writes no entry into them.
+        Index(
+            "ix_usage_events_pending",
+            "seq",
+            postgresql_where=text("status = 'pending'"),
+            sqlite_where=text("status = 'pending'"),
+        ),
+        Index(
+            "ix_usage_events_unbilled",
+            "customer_id",
+            "currency",
+            "seq",
+            postgresql_where=text("status = 'unbilled'"),
+            sqlite_where=text("status = 'unbilled'"),
+        ),
         Index("ix_usage_events_customer_seq", "customer_id", "seq"),
         # Usage cost per meter over a period (worker.reports.analytics, migration 0016).
         Index("ix_usage_events_customer_timestamp", "customer_id", "timestamp"),
