@@ -29,6 +29,7 @@ from worker.access.scopes import READ
 from worker.config import Settings
 from worker.infra import migrate
 from worker.infra.db import dispose_engines, transaction
+from worker.ledger import holds
 from worker.models import LedgerEntry
 
 CHROMIUM = "/usr/bin/chromium"
@@ -262,6 +263,26 @@ def test_operations_page(stack, page) -> None:
     assert page.get_by_role("button", name="Run sweep-inbox now").is_visible()
     assert unlabelled_inputs(page) == []
     shot(page, "10-operations")
+
+
+def test_release_a_hold_from_the_customer_page(stack, page) -> None:
+    base, ada = stack["base"], stack["ada"]
+    with transaction(stack["settings"]) as s:
+        hold_id = holds.create_hold(
+            s, customer_id=ada, currency="USD", amount=400, actor="test", reason="llm call"
+        ).hold.hold_id
+    sign_in(page, base, ADMIN_KEY)
+    assert page.locator("#holds-soon", has_text=hold_id).is_visible()
+    page.goto(f"{base}/dashboard/customers/{ada}")
+    assert page.locator(f"#hold-{hold_id}").is_visible()
+    assert "held 4.00 USD" in page.locator('[data-currency="USD"]').inner_text()
+    shot(page, "14-customer-hold")
+    page.get_by_role("button", name=f"Release hold {hold_id}").click()
+    assert page.get_by_role("status").inner_text().startswith(f"Hold {hold_id} released")
+    assert page.locator(f"#hold-{hold_id}").count() == 0
+    assert "held 0.00 USD" in page.locator('[data-currency="USD"]').inner_text()
+    with transaction(stack["settings"]) as s:
+        assert holds.get_hold(s, ada, hold_id).status == "released"
 
 
 def test_pages_fit_a_375_px_screen(stack, browser) -> None:

@@ -41,7 +41,7 @@ def test_report_summary_in_text_and_json(cli, settings: Settings) -> None:
     )
     assert text.code == 0
     assert "summary from 2026-05-31T15:00:00Z to 2026-06-30T15:00:00Z" in text.out
-    assert "USD: liability 4880; credited 5000, debited 120 (2 entries)" in text.out
+    assert "USD: liability 4880 (held 0); credited 5000, debited 120 (2 entries)" in text.out
 
 
 def test_report_summary_refuses_a_bad_range_on_one_line(cli) -> None:

@@ -7,13 +7,16 @@ import uuid
 from collections import defaultdict
 from datetime import UTC, datetime, timedelta
 
+from sqlalchemy import func, select
+
 from tests.support.ledger_clock import post_at
 from tests.support.lots import expire, expiring_lot, wait_until_past
 from tests.support.usage import PRICING
 from worker import ledger, usage
 from worker.config import Settings
 from worker.infra.db import transaction
-from worker.models import utcnow
+from worker.ledger import holds
+from worker.models import Wallet, utcnow
 from worker.reports import analytics, periods, summary
 from worker.reports.schemas import AnalyticsOut, SummaryOut
 from worker.usage import NewEvent
@@ -126,3 +129,53 @@ def test_the_summary_splits_expired_credit_and_counts_unbilled_usage(settings: S
     assert usd.debited["expiration"] == 400
     assert usd.unbilled_usage == 5
     assert usd.liability == 0
+
+
+def test_the_summary_counts_what_holds_reserved_at_to(settings: Settings) -> None:
+    customer_id = new_customer(settings)
+    with transaction(settings) as s:
+        ledger.post_entry(s, customer_id=customer_id, currency="USD", amount=1000, is_credit=True)
+    with transaction(settings) as s:
+        kept, released, captured = (
+            holds.create_hold(
+                s,
+                customer_id=customer_id,
+                currency="USD",
+                amount=amount,
+                actor="test",
+                expires_in_seconds=holds.MAX_HOLD_SECONDS,
+            ).hold.hold_id
+            for amount in (300, 200, 100)
+        )
+    now = utcnow()
+    # Closed later than now (``now`` is the close's own time): held until then, not after.
+    with transaction(settings) as s:
+        holds.release_hold(
+            s, customer_id=customer_id, hold_id=released, actor="test", now=now + timedelta(hours=1)
+        )
+        holds.capture_hold(
+            s,
+            customer_id=customer_id,
+            hold_id=captured,
+            actor="test",
+            amount=40,
+            now=now + timedelta(hours=2),
+        )
+
+    def held_at(moment: datetime) -> int:
+        with transaction(settings) as s:
+            line = summary.summary(s, periods.period(now - timedelta(days=1), moment))[0]
+        assert line.currency == "USD"
+        return line.held
+
+    assert held_at(now - timedelta(hours=1)) == 0  # before any hold
+    assert held_at(now + timedelta(minutes=30)) == 600
+    assert held_at(now + timedelta(minutes=90)) == 400
+    assert held_at(now + timedelta(hours=3)) == 300
+    with transaction(settings) as s:
+        assert s.scalar(select(func.sum(Wallet.held))) == 300  # what is held now
+        assert holds.get_hold(s, customer_id, kept).status == "active"
+    p = periods.period(now - timedelta(days=1), now + timedelta(hours=3))
+    with transaction(settings) as s:
+        out = SummaryOut.of(p.start, p.end, summary.summary(s, p)).model_dump(mode="json")
+    assert out["currencies"][0]["held"] == 300

@@ -3,7 +3,8 @@ on the server from Jinja templates, charts as SVG, one stylesheet, no JavaScript
 fetched from anywhere; templates and CSS ship inside the package.
 
 - ``session``: sign-in with an API key, the session cookie, CSRF, scopes;
-- ``views``: overview, customers, a customer's page and its credit/debit form and CSV export;
+- ``views``: overview, customers, a customer's page, its credit/debit form, the Release
+  button of its holds and its CSV export;
 - ``operations``: inbox events (replay), notifications (resend), periodic tasks (run now),
   the audit log;
 - ``portal``: the read-only page a signed link opens for one customer;
@@ -85,3 +86,4 @@ def install(app: Flask) -> None:
     app.jinja_env.filters["money"] = formatting.money
     app.jinja_env.filters["amount"] = formatting.decimal_text
     app.jinja_env.filters["when"] = formatting.when
+    app.jinja_env.filters["exact_money"] = formatting.exact_money

@@ -3,8 +3,8 @@ opens, for that customer only, read-only, without an API key.
 
 The customer comes from the verified link and from nowhere else: the page takes no query
 parameters, and a link edited to another customer's id fails its signature (401, a plain
-page). It shows balances, credit lots and their expiry, spending per day over 30 days and
-the last entries.
+page). It shows balances with what is available (active holds aside), credit lots and their
+expiry, spending per day over 30 days and the last entries.
 """
 
 from __future__ import annotations

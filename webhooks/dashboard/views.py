@@ -1,6 +1,8 @@
-"""Sign-in, the overview, customers and one customer's page with its credit/debit form and CSV
-export. Views parse, open one transaction, call the core and render; money moves only through
-``worker.ledger.post_own``, exactly as ``POST .../ledger-entries`` moves it."""
+"""Sign-in, the overview, customers and one customer's page with its credit/debit form, its
+holds' Release buttons and CSV export. Views parse, open one transaction, call the core and
+render; money moves only through ``worker.ledger.post_own``, exactly as ``POST
+.../ledger-entries`` moves it, and a hold is released only by ``worker.ledger.holds
+.release_hold``, exactly as ``POST .../holds/{id}/release`` releases it."""
 
 from __future__ import annotations
 
@@ -28,19 +30,22 @@ from worker import inbox, ledger, notify
 from worker.access import audit, portal
 from worker.access.scopes import CREDIT, DEBIT, READ
 from worker.errors import (
+    BillingError,
     DuplicateEntry,
+    HoldNotActive,
     IdempotencyKeyReused,
     InsufficientBalance,
     Unauthorized,
     ValidationFailed,
 )
 from worker.infra.db import transaction
-from worker.ledger import credit_terms
+from worker.ledger import credit_terms, holds
 from worker.ledger import dashboard_views as views
 from worker.ledger.lot_schemas import wallet_list
 from worker.ledger.lot_views import lot_status
 from worker.models import LEDGER_EVENT_TYPES, LedgerEntry, utcnow
 from worker.money import minor_unit_exponent
+from worker.reports.analytics import spend_by_meter
 
 
 def _settings():  # type: ignore[no-untyped-def]
@@ -139,7 +144,7 @@ def overview() -> tuple[str, int]:
         events = inbox.operate.count_by_status(s)
         messages = notify.outbox.count_by_status(s)
         expiring = views.expiring_credit(s, days=7, now=now)
-        holds_soon = views.holds_expiring_soon(s)
+        holds_soon = views.holds_expiring_soon(s, hours=24, now=now)
     flow_charts = [
         (c.currency, charts.daily_bars(flows, c.currency, f"flows-{c.currency}", today=now.date()))
         for c in liabilities
@@ -210,8 +215,8 @@ def _customer_context(customer_id: str, **extra: Any) -> dict[str, Any]:
         series = views.balance_series(s, customer_id, [w.currency for w in wallets.items])
         entries = views.ledger_page(s, customer_id, filters, before=_before())
         held = views.held_balances(s, customer_id)
-        holds = views.holds_of(s, customer_id)
-        meters = views.spend_by_meter(s, customer_id)
+        active_holds = views.holds_of(s, customer_id)
+        meters = spend_by_meter(s, customer_id, days=30, now=now)
     balance_charts = [
         (
             w.currency,
@@ -231,7 +236,8 @@ def _customer_context(customer_id: str, **extra: Any) -> dict[str, Any]:
         "entries": entries,
         "filters": args,
         "held": held,
-        "holds": holds,
+        "holds": active_holds,
+        "now": now,
         "meters": meters,
         "event_types": LEDGER_EVENT_TYPES,
         "currencies": _settings().wallet_currencies,
@@ -251,7 +257,19 @@ def _customer_context(customer_id: str, **extra: Any) -> dict[str, Any]:
 def customer(customer_id: str) -> tuple[str, int]:
     notice = None
     posted = request.args.get("posted")
-    if posted:
+    released = request.args.get("released")
+    if released:
+        with _tx() as s:
+            try:
+                hold = holds.get_hold(s, customer_id, released[:64])
+            except BillingError:
+                hold = None
+        if hold is not None and hold.status in ("released", "expired"):
+            notice = (
+                f"Hold {hold.hold_id} {hold.status}: {money(hold.amount, hold.currency)} "
+                "available again."
+            )
+    elif posted:
         with _tx() as s:
             found = s.scalar(
                 select(LedgerEntry).where(
@@ -332,6 +350,41 @@ def post_entry(customer_id: str) -> Any:
         return page("customer.html", status_of(error), **context)
     return redirect(
         flask_url_for("dashboard.customer", customer_id=customer_id, posted=posted.entry.id), 303
+    )
+
+
+@bp.post("/customers/<customer_id>/holds/<hold_id>/release")
+@requires(DEBIT)
+def release_hold(customer_id: str, hold_id: str) -> Any:
+    """A hold's Release button: ``worker.ledger.holds.release_hold``, the call ``POST
+    .../holds/{id}/release`` makes, with the signed-in key as actor (the hold's
+    ``closed_by``) and a ``hold.released`` audit entry in the same transaction. Releasing a
+    hold that is already released (or expired) changes nothing and records nothing."""
+    actor = session.principal().actor
+    try:
+        with _tx() as s:
+            outcome = holds.release_hold(s, customer_id=customer_id, hold_id=hold_id, actor=actor)
+            hold = outcome.hold
+            assert hold is not None
+            if not outcome.replayed:
+                audit.record(
+                    s,
+                    actor,
+                    "hold.released",
+                    hold.hold_id,
+                    {
+                        "customer_id": customer_id,
+                        "currency": hold.currency,
+                        "amount": hold.amount,
+                        "via": "dashboard",
+                    },
+                )
+    except (HoldNotActive, ValidationFailed) as error:
+        # Captured meanwhile (409), or a dispute's hold (422): said on the page.
+        context = _customer_context(customer_id, notice=error.message)
+        return page("customer.html", status_of(error), **context)
+    return redirect(
+        flask_url_for("dashboard.customer", customer_id=customer_id, released=hold.hold_id), 303
     )
 
 

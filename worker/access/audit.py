@@ -6,7 +6,8 @@ an action that is not transactional (sending a task to the broker) records after
 Actions: ``apikey.created``, ``apikey.revoked``, ``endpoint.created``, ``endpoint.removed``,
 ``task.triggered`` (enqueued by HTTP or the CLI), ``task.run`` (``tasks run --sync``),
 ``inbox.replayed``, ``customer.updated``, ``customer.threshold_set``, ``notification.resent``
-(from the dashboard), ``portal.link_created`` (a customer portal link handed out).
+(from the dashboard), ``portal.link_created`` (a customer portal link handed out),
+``hold.released`` (a hold released from the dashboard).
 """
 
 from __future__ import annotations

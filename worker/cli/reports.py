@@ -91,7 +91,7 @@ tz_option = click.option("--tz", help="IANA time zone for dates (default UTC), e
 @json_option
 def report_summary(start: str, end: str, tz: str | None, as_json: bool) -> None:
     """Business-wide figures per currency for [--from, --to): credited and debited by event
-    type, expired (paid, promotional), liability at --to, unbilled usage now."""
+    type, expired (paid, promotional), liability and held at --to, unbilled usage now."""
     p = periods.period(parse_local(start, "from"), parse_local(end, "to"), tz)  # type: ignore[arg-type]
     with session() as s:
         out = SummaryOut.of(p.start, p.end, summary.summary(s, p))
@@ -100,7 +100,7 @@ def report_summary(start: str, end: str, tz: str | None, as_json: bool) -> None:
         lines = [f"summary from {iso(out.from_)} to {iso(out.to)}"]
         for c in out.currencies:
             lines.append(
-                f"{c.currency}: liability {c.liability}; credited "
+                f"{c.currency}: liability {c.liability} (held {c.held}); credited "
                 f"{c.total_credited}, debited {c.total_debited} ({c.entries} entries)"
             )
             for kind, amounts in (("credited", c.credited), ("debited", c.debited)):

@@ -4,9 +4,10 @@ Nothing here writes. Each list is keyset-paged (``seq`` for entries, ``(created_
 customer_id)`` for customers), so a page deep in a 100,000-entry ledger costs what the first
 page costs: an index range, never an ``OFFSET`` that reads and throws away every row before it.
 
-The held and available balances, the holds list and the spend-by-meter chart are not here yet:
-they read tables the holds and analytics work adds (see ``held_balances``, ``holds_of``,
-``spend_by_meter`` at the end). Until then the pages leave those panels out.
+Holds (``held_balances``, ``holds_of``, ``holds_expiring_soon``) are read here. The
+spend-by-meter panel is not: it is the analytics report grouped by meter
+(``worker.reports.analytics.spend_by_meter``), and the ledger imports no domain built on it
+(the import contracts in ``pyproject.toml``).
 """
 
 from __future__ import annotations
@@ -27,7 +28,15 @@ from worker.infra.db import settings_of
 from worker.ledger.customers import get_customer
 from worker.ledger.lot_views import SPENDING_ORDER
 from worker.ledger.validation import validate_currency
-from worker.models import LEDGER_EVENT_TYPES, CreditLot, Customer, LedgerEntry, Wallet, utcnow
+from worker.models import (
+    LEDGER_EVENT_TYPES,
+    CreditLot,
+    Customer,
+    LedgerEntry,
+    Wallet,
+    WalletHold,
+    utcnow,
+)
 
 PAGE_SIZE = 50
 MAX_PAGE_SIZE = 200
@@ -500,26 +509,66 @@ def daily_spending(
     return _flows(session, days, now or utcnow(), customer_id=customer_id, spending=True)
 
 
-# -- waiting for holds and analytics -------------------------------------------------------
-# Each returns None until the data exists; a page shows the panel only for a value that is not
-# None, so no page ever shows a made-up number.
+# -- holds ------------------------------------------------------------------------------------
+# A hold is not a ledger entry: ``wallets.held`` (kept by the trigger on ``wallet_holds``) is
+# what active holds reserve, and available = balance - held, as debits see it.
+
+# How many holds a page lists (a customer's holds are work in flight: a handful at a time).
+HOLDS_SHOWN = 50
 
 
-def held_balances(session: Session, customer_id: str) -> dict[str, tuple[int, int]] | None:
-    """Per currency (held, available) once holds exist (issue 15); None until then."""
-    return None
+@dataclass(frozen=True)
+class Held:
+    held: int
+    available: int
 
 
-def holds_of(session: Session, customer_id: str) -> list[Any] | None:
-    """The customer's active holds, soonest to expire first (issue 15); None until then."""
-    return None
+def held_balances(session: Session, customer_id: str) -> dict[str, Held]:
+    """Per currency of the customer's wallets: what active holds reserve and what is
+    available, ``max(balance - held, 0)`` (the holds may exceed a balance that expiring
+    credit left: worker.ledger.wallets.LockedWallet.available)."""
+    rows = session.execute(
+        select(Wallet.currency, Wallet.balance, Wallet.held).where(
+            Wallet.customer_id == customer_id
+        )
+    ).all()
+    return {c: Held(int(h or 0), max(int(b) - int(h or 0), 0)) for c, b, h in rows}
 
 
-def holds_expiring_soon(session: Session, *, hours: int = 24) -> list[Any] | None:
-    """Active holds expiring within ``hours``, for the overview (issue 15); None until then."""
-    return None
+def holds_of(session: Session, customer_id: str, *, limit: int = HOLDS_SHOWN) -> list[WalletHold]:
+    """The customer's active holds, soonest to expire first; dispute holds (which never
+    expire, ``expires_at`` NULL) last. A hold past its expiry that the expiry task has not
+    reached yet is included (it still counts in ``wallets.held``); the page says so."""
+    t = WalletHold
+    return list(
+        session.scalars(
+            select(t)
+            .where(t.customer_id == customer_id, t.status == "active")
+            # "IS NULL" first as a key: false sorts before true on both backends.
+            .order_by(t.expires_at.is_(None), t.expires_at, t.created_at, t.hold_id)
+            .limit(limit)
+        )
+    )
 
 
-def spend_by_meter(session: Session, customer_id: str) -> list[Any] | None:
-    """Usage spend per meter over the last 30 days (issue 16's analytics); None until then."""
-    return None
+def holds_expiring_soon(
+    session: Session, *, hours: int = 24, limit: int = 20, now: datetime | None = None
+) -> list[WalletHold]:
+    """Active holds (of every customer) whose ``expires_at`` falls within the next ``hours``,
+    soonest first, over ``ix_wallet_holds_expiring``. Holds already past their expiry are
+    left out: they reserve nothing a capture could take."""
+    now = now or utcnow()
+    t = WalletHold
+    return list(
+        session.scalars(
+            select(t)
+            .where(
+                t.status == "active",
+                t.expires_at.is_not(None),
+                t.expires_at > now,
+                t.expires_at <= now + timedelta(hours=hours),
+            )
+            .order_by(t.expires_at, t.customer_id, t.hold_id)
+            .limit(limit)
+        )
+    )

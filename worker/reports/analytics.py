@@ -10,7 +10,7 @@ from __future__ import annotations
 from bisect import bisect_right
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, time, timedelta
 from typing import Any, Literal
 
 from sqlalchemy import BigInteger, DateTime, case, cast, func, literal, select
@@ -19,9 +19,9 @@ from sqlalchemy.orm import Session
 
 from worker.errors import ValidationFailed
 from worker.ledger.schemas import USAGE_SCALE
-from worker.models import LedgerEntry, UsageEvent, Wallet
+from worker.models import LedgerEntry, UsageEvent, Wallet, utcnow
 from worker.reports.balances import checked_wallet
-from worker.reports.periods import Bucket, Interval, Period, buckets
+from worker.reports.periods import Bucket, Interval, Period, buckets, period
 
 GroupBy = Literal["event_type", "reason", "meter"]
 GROUP_BYS: tuple[GroupBy, ...] = ("event_type", "reason", "meter")
@@ -194,3 +194,47 @@ def _meters(
         sums = {k: (v[0], v[1]) for k, v in acc.items()}
     found = {key: (0, cost // USAGE_SCALE, k, cost) for key, (cost, k) in sums.items()}
     return _lines(cuts, found)
+
+
+# -- spend per meter, for the dashboard ------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class MeterSpend:
+    """One meter's usage in one currency over a window: the exact cost and its events."""
+
+    currency: str
+    meter: str
+    events: int
+    cost_scaled: int  # 10**-12 minor units, exact
+
+    @property
+    def cost(self) -> int:
+        """The whole minor units of the cost (what ``debits`` says in the meter report)."""
+        return self.cost_scaled // USAGE_SCALE
+
+
+def spend_by_meter(
+    session: Session, customer_id: str, *, days: int = 30, now: datetime | None = None
+) -> list[MeterSpend]:
+    """The customer's usage cost per meter (event name) over the last ``days`` UTC days,
+    today included (the window of the dashboard's other 30-day panels): the ``group_by=meter``
+    report of each wallet over that period (``GET .../wallets/analytics``), its buckets added
+    up. Per currency, costliest first; meters without priced events are absent."""
+    now = now or utcnow()
+    start = datetime.combine(now.date() - timedelta(days=days - 1), time.min, UTC)
+    p = period(start, now)
+    currencies = session.scalars(
+        select(Wallet.currency).where(Wallet.customer_id == customer_id).order_by(Wallet.currency)
+    ).all()
+    out: list[MeterSpend] = []
+    for currency in currencies:
+        totals: dict[str, list[int]] = {}
+        # Monthly buckets: a 30-day window is one or two of them, added up here.
+        for line in analytics(session, customer_id, currency, p, "month", "meter").lines:
+            sums = totals.setdefault(line.group or "", [0, 0])
+            sums[0] += line.count
+            sums[1] += line.cost_scaled or 0
+        spent = [MeterSpend(currency, m, k, cost) for m, (k, cost) in totals.items()]
+        out.extend(sorted(spent, key=lambda s: (-s.cost_scaled, s.meter)))
+    return out

@@ -257,6 +257,11 @@ class CurrencySummaryOut(_Out):
         "`debited.expiration`)."
     )
     liability: int = Field(description="Outstanding liability: every wallet's balance at `to`.")
+    held: int = Field(
+        description="Minor units active holds (open disputes' included) reserved at `to`: holds "
+        "created before `to` and not yet captured, released or expired then. Part of "
+        "`liability` (a hold debits nothing); for a `to` now or later, what is held now."
+    )
     unbilled_usage: int = Field(
         description="Whole minor units usage events owe now (unbilled, awaiting settlement)."
     )
@@ -279,6 +284,7 @@ class CurrencySummaryOut(_Out):
                 promotional=expired.promotional if expired else 0,
             ),
             liability=c.liability,
+            held=c.held,
             unbilled_usage=c.unbilled_usage,
             pending_usage=scaled_to_str(c.pending_usage_scaled),
         )
@@ -297,6 +303,7 @@ SUMMARY_EXAMPLE: dict[str, Any] = {
             "entries": 4120,
             "expired": {"paid": 200, "promotional": 1000},
             "liability": 545800,
+            "held": 2500,
             "unbilled_usage": 340,
             "pending_usage": "12.004",
         }

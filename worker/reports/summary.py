@@ -1,13 +1,21 @@
 """The business-wide figures per currency for ``[from, to)``: what was credited and debited
 (by event type), what expired (paid and promotional apart, ``worker.ledger.breakage``), the
-liability (the sum of every wallet's balance) at ``to``, and the usage still owed or accrued
-now. (The liability at ``from`` is the previous period's: asking for it here would double the
-summary's cost, a walk back each wallet's chain from ``from``.)
+liability (the sum of every wallet's balance) at ``to``, what holds reserved at ``to``, and
+the usage still owed or accrued now. (The liability at ``from`` is the previous period's:
+asking for it here would double the summary's cost, a walk back each wallet's chain from
+``from``.)
 
 Credits and debits are summed by ``created_at`` over one index (``created_at`` with the
 columns summed, so PostgreSQL reads no table row); each wallet's balance at a moment is its
 ``after_balance`` at that point of its chain (``balances.point_seq``: a few index entries
 per wallet for a recent moment).
+
+**Held at ``to``.** Holds have no entries, but every hold keeps when it began (``created_at``)
+and when it was captured, released or expired (``closed_at``, set by every move out of
+``active``), so what was held at a moment is the sum of the holds created before it and not
+closed before it: for a ``to`` now or later, exactly ``Σ wallets.held``. A hold past its
+expiry counts until the expiry task (or the wallet's next hold move) closes it, as it counted
+in ``wallets.held``. It reads every hold created before ``to`` (no index serves it).
 """
 
 from __future__ import annotations
@@ -15,12 +23,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from sqlalchemy import BigInteger, cast, func, select, text
+from sqlalchemy import BigInteger, cast, func, or_, select, text
 from sqlalchemy.orm import Session
 
 from worker.infra.db import settings_of
 from worker.ledger.breakage import ExpiredTotals, expired_between
-from worker.models import LedgerEntry, UsageEvent, Wallet
+from worker.models import LedgerEntry, UsageEvent, Wallet, WalletHold
 from worker.reports.balances import point_seq
 from worker.reports.periods import Period
 
@@ -33,6 +41,7 @@ class CurrencySummary:
     entries: int = 0
     expired: ExpiredTotals | None = None
     liability: int = 0  # sum of balances at ``to``
+    held: int = 0  # sum of the holds active at ``to`` (part of the liability, not debited)
     unbilled_usage: int = 0  # whole minor units owed by usage events now
     pending_usage_scaled: int = 0  # accrued usage below a minor unit now, 10**-12 units
 
@@ -80,6 +89,17 @@ def _liability(session: Session, moment: datetime) -> list[tuple[str, int]]:
     return [(c, int(t)) for c, t in rows]
 
 
+def _held(session: Session, moment: datetime) -> list[tuple[str, int]]:
+    """Per currency, what the holds active just before ``moment`` reserved."""
+    h = WalletHold
+    rows = session.execute(
+        select(h.currency, cast(func.sum(h.amount), BigInteger))
+        .where(h.created_at < moment, or_(h.closed_at.is_(None), h.closed_at >= moment))
+        .group_by(h.currency)
+    )
+    return [(c, int(t or 0)) for c, t in rows]
+
+
 def summary(session: Session, p: Period) -> list[CurrencySummary]:
     """One line per configured currency (zeros included), then any other currency found."""
     e = LedgerEntry
@@ -110,6 +130,8 @@ def summary(session: Session, p: Period) -> list[CurrencySummary]:
             line(totals.currency).expired = totals
     for currency, total in _liability(session, p.end):
         line(currency).liability = total
+    for currency, held in _held(session, p.end):
+        line(currency).held = held
     for currency, owed in session.execute(
         select(UsageEvent.currency, cast(func.sum(UsageEvent.unbilled_amount), BigInteger))
         .where(UsageEvent.status == "unbilled")
